@@ -1,0 +1,155 @@
+"""ffmpeg/ffprobe helpers. Arguments go to ffmpeg as an argv list, never through a shell,
+so file names with spaces, quotes, ``;``, ``$(...)`` or backticks are just names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+
+class MediaError(Exception):
+    """A file could not be probed or decoded; the message is meant for people."""
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_bin() -> str:
+    path = shutil.which("ffmpeg")
+    if not path:
+        raise RuntimeError("ffmpeg not found on PATH (apt-get install ffmpeg)")
+    return path
+
+
+@lru_cache(maxsize=1)
+def ffprobe_bin() -> str:
+    path = shutil.which("ffprobe")
+    if not path:
+        raise RuntimeError("ffprobe not found on PATH (apt-get install ffmpeg)")
+    return path
+
+
+@dataclass
+class ProbeInfo:
+    duration_s: float
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    codec: str
+    has_audio: bool = False
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+def _rate(s: str | None) -> float:
+    if not s or s in ("0/0", "N/A"):
+        return 0.0
+    if "/" in s:
+        a, b = s.split("/", 1)
+        return float(a) / float(b) if float(b) else 0.0
+    return float(s)
+
+
+def probe(path: str, timeout: float = 60) -> ProbeInfo:
+    """Probe a local file. Raises MediaError with a readable reason for non-videos."""
+    cmd = [ffprobe_bin(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", "--", path]
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise MediaError(f"ffprobe timed out after {timeout:.0f} s") from e
+    if r.returncode != 0:
+        msg = r.stderr.decode(errors="replace").strip().splitlines()
+        tail = msg[-1] if msg else f"exit code {r.returncode}"
+        raise MediaError(f"not a readable media file ({tail.replace(path, '<file>')})")
+    info = json.loads(r.stdout or b"{}")
+    streams = info.get("streams", [])
+    video = [s for s in streams if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic", 0) == 0]
+    has_audio = any(s.get("codec_type") == "audio" for s in streams)
+    if not video:
+        raise MediaError("no video stream (audio-only)" if has_audio else "no video stream")
+    v = video[0]
+    fps = _rate(v.get("avg_frame_rate")) or _rate(v.get("r_frame_rate"))
+    dur = float(v.get("duration") or info.get("format", {}).get("duration") or 0.0)
+    nb = int(v.get("nb_frames") or 0) or int(round(dur * fps))
+    w, h = int(v.get("width") or 0), int(v.get("height") or 0)
+    if w <= 0 or h <= 0:
+        raise MediaError("video stream has no frame size")
+    if dur <= 0 or fps <= 0:
+        raise MediaError("video stream has no duration or frame rate (truncated?)")
+    return ProbeInfo(dur, w, h, fps, nb, v.get("codec_name", ""), has_audio, info)
+
+
+def decode_frames(
+    path: str,
+    width: int,
+    height: int | None = None,
+    fps: float | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    gray: bool = False,
+    timeout: float = 600,
+) -> np.ndarray:
+    """Decode a video once, scaled down, into ``(T, H, W, 3)`` uint8 RGB (or ``(T, H, W)`` gray).
+
+    ``height`` None keeps aspect (rounded to even). ``fps`` None keeps every frame.
+    Raises MediaError when nothing decodes.
+    """
+    if height is None:
+        info = probe(path)
+        height = max(2, int(round(info.height * width / info.width / 2)) * 2)
+    vf = []
+    if fps:
+        vf.append(f"fps={fps}")
+    vf.append(f"scale={width}:{height}:flags=area")
+    cmd = [ffmpeg_bin(), "-v", "error", "-nostdin"]
+    if start_s:
+        cmd += ["-ss", f"{start_s:.4f}"]
+    cmd += ["-i", path]
+    if duration_s:
+        cmd += ["-t", f"{duration_s:.4f}"]
+    pix = "gray" if gray else "rgb24"
+    cmd += ["-an", "-sn", "-vf", ",".join(vf), "-f", "rawvideo", "-pix_fmt", pix, "pipe:1"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise MediaError(f"decode timed out after {timeout:.0f} s") from e
+    c = 1 if gray else 3
+    frame_bytes = width * height * c
+    n = len(r.stdout) // frame_bytes
+    if n == 0:
+        err = r.stderr.decode(errors="replace").strip().splitlines()
+        raise MediaError(f"no frames decoded ({err[-1] if err else 'empty stream'})")
+    arr = np.frombuffer(r.stdout[: n * frame_bytes], dtype=np.uint8)
+    shape = (n, height, width) if gray else (n, height, width, 3)
+    return arr.reshape(shape)
+
+
+class ClipView:
+    """Lazy, cached access to one transcoded clip's frames, shared by all per-clip stages
+    so that the clip is decoded at most once per (size, fps) however many stages look."""
+
+    def __init__(self, clip_uri: str, fps: float = 0.0, width: int = 0, height: int = 0):
+        self.uri = clip_uri
+        self.fps = fps
+        self.width = width
+        self.height = height
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def frames(self, width: int = 160, sample_fps: float | None = 4.0, gray: bool = False) -> np.ndarray:
+        """``(T, H, W, 3)`` uint8 RGB frames (``(T, H, W)`` if gray), aspect kept."""
+        key = (width, sample_fps, gray)
+        if key not in self._cache:
+            height = None
+            if self.width and self.height:
+                height = max(2, int(round(self.height * width / self.width / 2)) * 2)
+            self._cache[key] = decode_frames(self.uri, width, height, fps=sample_fps, gray=gray)
+        return self._cache[key]
+
+    def keyframes(self, n: int = 3, width: int = 320) -> np.ndarray:
+        """``n`` frames evenly spread over the clip, ``(n, H, W, 3)`` uint8 RGB."""
+        allf = self.frames(width=width, sample_fps=4.0)
+        idx = np.linspace(0, len(allf) - 1, num=min(n, len(allf))).round().astype(int)
+        return allf[idx]

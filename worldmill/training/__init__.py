@@ -1,0 +1,1 @@
+"""Training machinery shared by every training flow (launch, checkpoint, resume, artifacts)."""

@@ -1,0 +1,144 @@
+"""The ``curate`` flow: raw videos → curated clips, LanceDB tables and WebDataset shards.
+
+    ingest ─► process-video (split → transcode → filters → caption → visual embed) ×N
+           ─► commit ─► embed ─► dedup ─► taxonomy ─► shard ─► report
+
+Incremental: ingest skips content already in ``videos``; the catalogue stages only run
+when something new was committed. Killed mid-way? Staging files of finished videos are
+committed on the next run and their work is not repeated; keyed writes mean no duplicate
+rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from worldmill.cluster import make_task_runner
+from worldmill.config import CurateConfig
+from worldmill.records import Video
+from worldmill.store import Store
+from worldmill.tasks.dedup import dedup_task
+from worldmill.tasks.embed import embed_task
+from worldmill.tasks.ingest import ingest_task
+from worldmill.tasks.process_video import process_video_task, read_staging, staging_dir
+from worldmill.tasks.report import report_task
+from worldmill.tasks.shard import shard_task
+from worldmill.tasks.taxonomy import taxonomy_task
+
+
+@flow(name="curate", log_prints=True)
+def curate(config: CurateConfig) -> dict:
+    """Curate ``config.input`` into ``config.out``. Returns a run summary (counts, paths).
+
+    Picks the Dask cluster from ``config.dask`` (scheduler address, LocalCUDACluster when
+    GPUs are visible, else LocalCluster) and runs the DAG on it.
+    """
+    if not config.input:
+        raise ValueError("config.input is empty: set the folder or URI of raw videos")
+    config = config.model_copy(update={"out": os.path.abspath(config.out)})
+    runner = make_task_runner(config.dask)
+    return curate_dag.with_options(task_runner=runner)(config)
+
+
+@flow(name="curate-dag", log_prints=True)
+def curate_dag(config: CurateConfig) -> dict:
+    """The DAG itself, on whatever task runner ``curate`` chose."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    run_id = _run_id()
+    out = config.out
+    store = Store(out)
+    leftover = commit_staging(store, run_id)  # results of a killed earlier run
+    if leftover:
+        log.info("committed %d results left by an interrupted run", leftover)
+
+    ing = ingest_task(
+        config.input, store.video_rows(), config.extensions, config.include_all_files,
+        config.retry_failed, os.path.join(out, "cache"),
+    )
+    store.upsert_videos(ing.recorded, run_id)  # failed and duplicate files: final already
+    batches = _batches(ing.todo, config.videos_per_task)
+    futures = process_video_task.map(batches, unmapped(config))
+    done, infra_errors = 0, []
+    for fut in as_completed(futures):
+        try:
+            fut.result()
+        except Exception as e:  # infrastructure failure after retries: keep the rest
+            infra_errors.append(str(e))
+            log.error("a process-video task failed after retries: %s", e)
+            continue
+        done += commit_staging(store, run_id)
+        log.info("progress: %d/%d videos committed", done, len(ing.todo))
+
+    changed = bool(done or leftover)
+    shards: dict = {}
+    dedup_info: dict = {}
+    if changed:
+        embed_task(out, config.embed)
+        dedup_info = dedup_task(out, config.dedup)
+        taxonomy_task(out, config.taxonomy)
+        shards = shard_task(out, config.shard, run_id)
+    summary = summarize(store, ing, run_id, shards, time.perf_counter() - t0)
+    summary["dedup"] = {k: v for k, v in (dedup_info or {}).items() if k != "report"}
+    summary["report"] = report_task(out, run_id, summary, dedup_info)
+    if infra_errors:
+        raise RuntimeError(f"{len(infra_errors)} process-video task(s) failed: {infra_errors[0]}")
+    return summary
+
+
+def commit_staging(store: Store, run_id: str) -> int:
+    """Commit every staging file under the store's root (clips first, then the video row,
+    so a crash in between re-processes the video instead of losing its clips)."""
+    n = 0
+    for path in sorted(staging_dir(store.out).glob("*.json")):
+        video, clips = read_staging(str(path))
+        store.replace_clips([video.video_id], clips, run_id)
+        store.upsert_videos([video], run_id)
+        path.unlink()
+        n += 1
+    return n
+
+
+def summarize(store: Store, ing, run_id: str, shards: dict, seconds: float) -> dict:
+    """Counts for this run and for the whole database."""
+    rows = store.clip_rows(["clip_id", "kept", "reject_reason", "run_id"])
+    this_run = [r for r in rows if r["run_id"] == run_id]
+    vids = store.video_rows(["status", "run_id"])
+    return {
+        "run_id": run_id,
+        "seconds": round(seconds, 2),
+        "out": store.out,
+        "lancedb": store.uri,
+        "shards_dir": str(Path(store.out) / "shards"),
+        "videos_new": len(ing.todo),
+        "videos_recorded": dict(Counter(v.status for v in ing.recorded)),
+        "videos_skipped": ing.skipped,
+        "run_clips": len(this_run),
+        "run_kept": sum(r["kept"] for r in this_run),
+        "run_reject_reasons": dict(Counter(r["reject_reason"] for r in this_run if not r["kept"])),
+        "total_videos": dict(Counter(v["status"] for v in vids)),
+        "total_clips": len(rows),
+        "total_kept": sum(r["kept"] for r in rows),
+        "shards_written": len(shards.get("new_shards", [])) if shards else 0,
+    }
+
+
+def _batches(videos: list[Video], size: int) -> list[list[Video]]:
+    # Largest first so that long videos do not end up alone at the tail of the run.
+    order = sorted(videos, key=lambda v: -v.duration_s)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _run_id() -> str:
+    fr = flow_run.get_id()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{str(fr)[:8]}" if fr else stamp

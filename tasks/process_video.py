@@ -1,0 +1,99 @@
+"""Stages 2–6 for one video, as one Prefect task: split → transcode → per-clip stages
+(filters, caption, visual embedding) → a staging file.
+
+Why one task per video and not one per stage: each Prefect task on Dask costs about a
+second of bookkeeping, more than a stage spends on a short clip; per-video tasks keep the
+orchestration overhead out of the hot path while Dask still spreads videos over cores.
+The result is a small JSON staging file (a URI), never frames or arrays; the flow commits
+it to LanceDB. A video that fails anywhere is recorded as failed: it never crashes the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from prefect import task
+
+from worldmill.config import CurateConfig, StageSpec
+from worldmill.media import ClipView
+from worldmill.records import FAILED, Clip, Video
+from worldmill.stages import load_stages, run_stages
+from worldmill.tasks.split import split_video
+from worldmill.tasks.transcode import transcode_clips
+
+log = logging.getLogger(__name__)
+
+# Always run last: the visual descriptor feeds dedup.
+VISUAL_STAGE = StageSpec(name="visual_embed", module="worldmill.tasks.embed")
+
+
+def staging_dir(out: str) -> Path:
+    return Path(out) / "staging"
+
+
+def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
+    """Pure pipeline for one video; every clip comes back, kept or with its reject reason."""
+    t0 = time.perf_counter()
+    clips = split_video(video, cfg.split)
+    if video.status == FAILED:
+        return video, clips
+    for c in clips:
+        c.source_path = video.path
+    clip_dir = os.path.join(cfg.out, "clips", video.video_id)
+    transcode_clips(video, clips, clip_dir, cfg.transcode)
+    stages = load_stages([*cfg.stages, VISUAL_STAGE])
+    for c in clips:
+        if not c.clip_uri:  # rejected before transcode (too short) or transcode failed
+            continue
+        view = ClipView(c.clip_uri, fps=c.fps, width=c.width, height=c.height)
+        run_stages(c, view, stages)
+    kept = sum(c.kept for c in clips)
+    log.info(
+        "%s: %d clips, %d kept (%.1f s of video in %.1f s)",
+        video.path, len(clips), kept, video.duration_s, time.perf_counter() - t0,
+    )
+    return video, clips
+
+
+def write_staging(out: str, video: Video, clips: list[Clip]) -> str:
+    """Atomically write the results of one video; returns the staging file's path."""
+    d = staging_dir(out)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{video.video_id}.json"
+    tmp = path.with_suffix(".part")
+    payload = {"video": video.__dict__, "clips": [c.to_dict() for c in clips]}
+    tmp.write_text(json.dumps(payload, allow_nan=True))
+    os.replace(tmp, path)
+    return str(path)
+
+
+def read_staging(path: str) -> tuple[Video, list[Clip]]:
+    data = json.loads(Path(path).read_text())
+    return Video(**data["video"]), [Clip(**c) for c in data["clips"]]
+
+
+@task(name="process-video", retries=1, retry_delay_seconds=5)
+def process_video_task(videos: list[Video], cfg: CurateConfig) -> list[str]:
+    """Prefect task: run the per-video pipeline on a small batch; returns staging URIs.
+
+    A staging file already present (a killed run left it) is reused, not recomputed.
+    """
+    uris = []
+    for video in videos:
+        existing = staging_dir(cfg.out) / f"{video.video_id}.json"
+        if existing.exists():
+            uris.append(str(existing))
+            continue
+        try:
+            v, clips = process_video(video, cfg)
+        except (OSError, MemoryError):  # infrastructure (disk full, OOM): retry the task
+            raise
+        except Exception as e:  # an unexpected per-video error is still data
+            log.exception("video %s failed", video.path)
+            v, clips = video.fail("process", f"{type(e).__name__}: {e}"), []
+        uris.append(write_staging(cfg.out, v, clips))
+    return uris

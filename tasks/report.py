@@ -1,0 +1,140 @@
+"""Stage 10 — the curation report: counts per stage and reason, a contact sheet of kept and
+rejected clips, score histograms and the dedup similarity curve, written under
+``OUT/report/<run_id>/`` and published as Prefect artifacts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+from prefect import task
+
+from worldmill.media import MediaError, decode_frames
+from worldmill.store import Store
+
+log = logging.getLogger(__name__)
+
+THUMB_W, THUMB_H = 160, 90  # contact-sheet cell, pixels
+
+
+def _thumb(uri: str) -> np.ndarray | None:
+    """Middle frame of a clip as a (THUMB_H, THUMB_W, 3) uint8 RGB image."""
+    try:
+        frames = decode_frames(uri, THUMB_W, THUMB_H, fps=1.0)
+    except (MediaError, OSError):
+        return None
+    return frames[len(frames) // 2]
+
+
+def contact_sheet(rows: list[dict], path: Path, cols: int = 6, max_cells: int = 36) -> int:
+    """Grid of clip thumbnails, green border = kept, red = rejected (reason written on it)."""
+    rows = [r for r in rows if r.get("clip_uri")][:max_cells]
+    if not rows:
+        return 0
+    n_rows = math.ceil(len(rows) / cols)
+    pad = 4
+    sheet = np.full((n_rows * (THUMB_H + pad) + pad, cols * (THUMB_W + pad) + pad, 3), 24, np.uint8)
+    for i, r in enumerate(rows):
+        img = _thumb(r["clip_uri"])
+        if img is None:
+            continue
+        img = np.ascontiguousarray(img)
+        color = (40, 200, 60) if r["kept"] else (220, 50, 40)
+        cv2.rectangle(img, (0, 0), (THUMB_W - 1, THUMB_H - 1), color, 3)
+        label = "kept" if r["kept"] else r["reject_reason"]
+        cv2.putText(img, label, (5, THUMB_H - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3)
+        cv2.putText(img, label, (5, THUMB_H - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1)
+        y, x = pad + (i // cols) * (THUMB_H + pad), pad + (i % cols) * (THUMB_W + pad)
+        sheet[y : y + THUMB_H, x : x + THUMB_W] = img
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return len(rows)
+
+
+def score_histograms(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["motion_score", "quality_score", "text_score"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3))
+    for ax, name in zip(axes, names, strict=True):
+        kept = [r[name] for r in rows if r["kept"] and _finite(r.get(name))]
+        rej = [r[name] for r in rows if not r["kept"] and _finite(r.get(name))]
+        ax.hist([kept, rej], bins=20, stacked=True, label=["kept", "rejected"], color=["tab:green", "tab:red"])
+        ax.set_title(name)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, int | float) and math.isfinite(v)
+
+
+def build_report(out: str, run_id: str, summary: dict, dedup_info: dict | None) -> dict:
+    """Write the report files; returns their paths and the markdown text."""
+    store = Store(out)
+    d = Path(out) / "report" / run_id
+    d.mkdir(parents=True, exist_ok=True)
+    cols = ["clip_id", "clip_uri", "kept", "reject_reason", "motion_score", "quality_score", "text_score", "run_id"]
+    rows = [r for r in store.clip_rows(cols) if r["run_id"] == run_id]
+    files = {}
+    kept = [r for r in rows if r["kept"]]
+    rejected = [r for r in rows if not r["kept"]]
+    if rows:
+        sheet_rows = kept[:18] + rejected[:18]
+        if contact_sheet(sheet_rows, d / "contact_sheet.png"):
+            files["contact_sheet"] = str(d / "contact_sheet.png")
+        score_histograms(rows, d / "score_histograms.png")
+        files["score_histograms"] = str(d / "score_histograms.png")
+    if dedup_info and dedup_info.get("plot"):
+        files["dedup_similarity"] = dedup_info["plot"]
+    md = markdown(summary, dedup_info, files)
+    (d / "report.md").write_text(md)
+    (d / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    files["markdown"] = str(d / "report.md")
+    return {"dir": str(d), "files": files, "markdown": md}
+
+
+def markdown(summary: dict, dedup_info: dict | None, files: dict) -> str:
+    lines = [f"# Curation report — run {summary.get('run_id', '')}", ""]
+    lines += ["| what | count |", "|---|---|"]
+    for k in ("videos_new", "videos_skipped", "run_clips", "run_kept", "total_clips", "total_kept", "shards_written"):
+        lines.append(f"| {k} | {summary.get(k, 0)} |")
+    for status, n in sorted(summary.get("videos_recorded", {}).items()):
+        lines.append(f"| videos {status} | {n} |")
+    lines += ["", "## Clips rejected this run, by stage", "", "| reason | clips |", "|---|---|"]
+    for reason, n in sorted(summary.get("run_reject_reasons", {}).items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {reason} | {n} |")
+    if dedup_info and dedup_info.get("report"):
+        rep = dedup_info["report"]
+        curve = rep.get("removed_vs_eps") or rep.get("curve") or {}
+        if curve:
+            lines += ["", "## Dedup: fraction of clips removed vs eps", "", "| eps | removed |", "|---|---|"]
+            items = curve.items() if isinstance(curve, dict) else curve
+            for eps, frac in items:
+                lines.append(f"| {eps} | {frac} |")
+    if files:
+        lines += ["", "## Files", ""]
+        lines += [f"- {k}: `{v}`" for k, v in files.items()]
+    return "\n".join(lines) + "\n"
+
+
+@task(name="report", retries=1)
+def report_task(out: str, run_id: str, summary: dict, dedup_info: dict | None) -> dict:
+    """Prefect task: write the report and publish it as artifacts (markdown + table)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    rep = build_report(out, run_id, summary, dedup_info)
+    create_markdown_artifact(key="curation-report", markdown=rep["markdown"], description="worldmill curate")
+    table = [{"reason": k, "clips": v} for k, v in summary.get("run_reject_reasons", {}).items()]
+    table.append({"reason": "kept", "clips": summary.get("run_kept", 0)})
+    create_table_artifact(key="curation-counts", table=table, description="clips per verdict, this run")
+    log.info("report written to %s", rep["dir"])
+    return {"dir": rep["dir"], "files": rep["files"]}

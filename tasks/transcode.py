@@ -1,0 +1,142 @@
+"""Stage 3 — transcode: cut a video's clips into H.264 mp4 files.
+
+One ffmpeg process per video decodes the source once and encodes once: keyframes are
+forced at every clip boundary and the segment muxer writes each span to its own file, so
+the cost is one decode+encode pass however many clips a video has (per-clip seeking would
+decode overlapping GOPs again and again). Gaps between clips (trimmed transitions) become
+segments that are deleted. If the segment pass fails, clips are cut one by one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from worldmill.config import TranscodeConfig
+from worldmill.media import MediaError, ffmpeg_bin, probe
+from worldmill.records import Clip, Video
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def nvenc_available() -> bool:
+    """True when ffmpeg has h264_nvenc *and* an NVIDIA GPU is visible."""
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        r = subprocess.run([ffmpeg_bin(), "-hide_banner", "-encoders"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"h264_nvenc" in r.stdout
+
+
+def encoder_args(cfg: TranscodeConfig) -> list[str]:
+    enc = cfg.encoder
+    if enc == "auto":
+        enc = "h264_nvenc" if nvenc_available() else "libx264"
+    if enc == "h264_nvenc":
+        return ["-c:v", "h264_nvenc", "-preset", "p4", "-cq", str(cfg.crf), "-pix_fmt", "yuv420p"]
+    return ["-c:v", "libx264", "-preset", cfg.preset, "-crf", str(cfg.crf), "-pix_fmt", "yuv420p"]
+
+
+def output_size(video: Video, cfg: TranscodeConfig) -> tuple[int, int]:
+    """(width, height), both even, never upscaled, aspect kept."""
+    h = min(cfg.height, video.height)
+    h -= h % 2
+    w = int(round(video.width * h / video.height / 2)) * 2
+    return max(w, 2), max(h, 2)
+
+
+def _filters(video: Video, cfg: TranscodeConfig) -> str:
+    w, h = output_size(video, cfg)
+    vf = [f"scale={w}:{h}:flags=bicubic"]
+    if cfg.fps:
+        vf.insert(0, f"fps={cfg.fps}")
+    return ",".join(vf)
+
+
+def transcode_clips(video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig) -> list[Clip]:
+    """Write every kept clip of ``video`` to ``out_dir/<clip_id>.mp4`` and fill in its
+    ``clip_uri``, size, fps and frame count. Failures are recorded on the clips."""
+    todo = [c for c in clips if c.kept]
+    if not todo:
+        return clips
+    os.makedirs(out_dir, exist_ok=True)
+    src = os.path.abspath(video.local_path or video.path)
+    try:
+        _segment_pass(src, video, todo, out_dir, cfg)
+    except (MediaError, RuntimeError, subprocess.TimeoutExpired) as e:
+        log.warning("segment pass failed for %s (%s); cutting clips one by one", video.video_id, e)
+        for c in todo:
+            try:
+                _single_clip(src, video, c, out_dir, cfg)
+            except (MediaError, RuntimeError, subprocess.TimeoutExpired) as e2:
+                c.error("transcode", str(e2))
+    for c in todo:
+        if c.kept:
+            _fill_info(c)
+    return clips
+
+
+def _segment_pass(src: str, video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig) -> None:
+    # Segment boundaries: every clip start/end. Segment k spans [bounds[k], bounds[k+1]].
+    cuts = sorted({round(t, 3) for c in clips for t in (c.start_s, c.end_s)})
+    end = video.duration_s
+    times = [t for t in cuts if 0 < t < end - 1e-3]
+    bounds = [0.0, *times, end]
+    tmp = Path(out_dir) / f".seg_{video.video_id}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fps = cfg.fps or video.fps or 24.0
+    cmd = [ffmpeg_bin(), "-v", "error", "-nostdin", "-y", "-i", src, "-map", "0:v:0", "-an", "-sn", "-dn"]
+    cmd += ["-vf", _filters(video, cfg), *encoder_args(cfg)]
+    if times:
+        ts = ",".join(f"{t:.3f}" for t in times)
+        cmd += ["-force_key_frames", ts, "-f", "segment", "-segment_times", ts]
+        cmd += ["-segment_time_delta", f"{0.5 / fps:.4f}"]
+    else:
+        cmd += ["-f", "segment", "-segment_time", f"{end + 3600:.0f}"]
+    cmd += ["-reset_timestamps", "1", "-segment_format", "mp4", str(tmp / "%05d.mp4")]
+    r = subprocess.run(cmd, capture_output=True, timeout=max(600, 10 * end))
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.decode(errors="replace").strip()[-400:] or "ffmpeg failed")
+    produced = sorted(tmp.glob("*.mp4"))
+    if len(produced) != len(bounds) - 1:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(f"segment muxer wrote {len(produced)} files for {len(bounds) - 1} spans")
+    index = {round(b, 3): k for k, b in enumerate(bounds[:-1])}
+    for c in clips:
+        k = index.get(round(c.start_s, 3))
+        if k is None:
+            raise RuntimeError(f"no segment starts at {c.start_s:.3f}s")
+        dest = os.path.join(out_dir, f"{c.clip_id}.mp4")
+        os.replace(produced[k], dest)
+        c.clip_uri = dest
+    shutil.rmtree(tmp, ignore_errors=True)  # gap segments
+
+
+def _single_clip(src: str, video: Video, c: Clip, out_dir: str, cfg: TranscodeConfig) -> None:
+    dest = os.path.join(out_dir, f"{c.clip_id}.mp4")
+    part = dest + ".part.mp4"
+    cmd = [ffmpeg_bin(), "-v", "error", "-nostdin", "-y", "-ss", f"{c.start_s:.3f}", "-i", src]
+    cmd += ["-t", f"{c.duration_s:.3f}", "-map", "0:v:0", "-an", "-sn", "-dn"]
+    cmd += ["-vf", _filters(video, cfg), *encoder_args(cfg), part]
+    r = subprocess.run(cmd, capture_output=True, timeout=max(300, 10 * c.duration_s))
+    if r.returncode != 0 or not os.path.exists(part):
+        raise RuntimeError(r.stderr.decode(errors="replace").strip()[-400:] or "ffmpeg failed")
+    os.replace(part, dest)
+    c.clip_uri = dest
+
+
+def _fill_info(c: Clip) -> None:
+    try:
+        info = probe(c.clip_uri)
+    except MediaError as e:
+        c.error("transcode", f"output unreadable: {e}")
+        return
+    c.width, c.height, c.fps, c.num_frames = info.width, info.height, info.fps, info.num_frames

@@ -1,0 +1,143 @@
+"""``worldmill`` command line.
+
+    worldmill curate INPUT --out OUT [--config FILE.yaml] [--set key=value ...]
+    worldmill sample-data DIR [--seed N] [--small]
+    worldmill demo [DIR]                       # sample corpus -> curate -> summary
+    worldmill deploy --input DIR --out DIR     # register curate/nightly on a Prefect server
+    worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from worldmill.config import ConfigError, CurateConfig, load_config
+
+
+def _curate(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(
+            CurateConfig, args.config, args.overrides, input=args.input, out=str(Path(args.out).absolute())
+        )
+    except ConfigError as e:
+        print(f"worldmill curate: {e}", file=sys.stderr)
+        return 2
+    summary = run_curate(cfg)
+    if summary is None:
+        return 1
+    print_summary(summary)
+    return 0
+
+
+def run_curate(cfg: CurateConfig) -> dict | None:
+    """Run the flow here; None (after a clear message) if the flow failed."""
+    from worldmill.flows.curate import curate
+
+    try:
+        return curate(cfg)
+    except FileNotFoundError as e:
+        print(f"worldmill curate: {e}", file=sys.stderr)
+    except Exception as e:  # the flow failed: say why, exit non-zero
+        print(f"worldmill curate: flow failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return None
+
+
+def print_summary(s: dict) -> None:
+    print()
+    print(f"curate run {s['run_id']} finished in {s['seconds']:.1f} s")
+    rec = ", ".join(f"{n} {k}" for k, n in sorted(s["videos_recorded"].items())) or "none"
+    print(f"  videos: {s['videos_new']} new, {s['videos_skipped']} already processed, recorded: {rec}")
+    reasons = ", ".join(f"{k} {n}" for k, n in sorted(s["run_reject_reasons"].items())) or "none"
+    print(f"  clips this run: {s['run_clips']} ({s['run_kept']} kept; rejected: {reasons})")
+    print(f"  database: {s['total_clips']} clips, {s['total_kept']} kept; videos {s['total_videos']}")
+    print(f"  shards written: {s['shards_written']} -> {s['shards_dir']}")
+    print(f"  lancedb: {s['lancedb']} (tables: videos, clips)")
+    if s.get("report"):
+        print(f"  report: {s['report'].get('dir')}")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from worldmill.sample_data import generate
+
+    gt = generate(args.dir, seed=args.seed, small=args.small)
+    print(f"wrote {len(gt['videos'])} files and ground_truth.json to {args.dir}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worldmill.sample_data import generate
+
+    root = Path(args.dir).absolute()
+    raw, out = root / "raw", root / "curated"
+    if not (raw / "ground_truth.json").exists():
+        print(f"generating a sample corpus in {raw} ...")
+        generate(raw, seed=args.seed)
+    cfg = load_config(CurateConfig, None, args.overrides, input=str(raw), out=str(out))
+    summary = run_curate(cfg)
+    if summary is None:
+        return 1
+    print_summary(summary)
+    print(f"\nOutputs: clips {out / 'clips'}, shards {out / 'shards'}, LanceDB {out / 'lancedb'}")
+    return 0
+
+
+def _json(args: argparse.Namespace) -> int:  # pragma: no cover - debugging aid
+    print(json.dumps(CurateConfig.model_json_schema(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if argv and argv[0] == "train":
+        from worldmill.training.cli import main as train_main
+
+        return train_main(argv[1:])
+    if argv and argv[0] == "deploy":
+        from worldmill.deployments.curate import main as deploy_main
+
+        try:
+            return deploy_main(argv[1:])
+        except ConfigError as e:
+            print(f"worldmill deploy: {e}", file=sys.stderr)
+            return 2
+
+    p = argparse.ArgumentParser(prog="worldmill", description="World-model data and training DAGs.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("curate", help="curate raw videos into LanceDB tables and WebDataset shards")
+    c.add_argument("input", help="folder, glob or fsspec URI of raw videos")
+    c.add_argument("--out", required=True, help="output root (lancedb/, clips/, shards/, report/)")
+    c.add_argument("--config", help="YAML config file (see configs/curate.yaml)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set split.max_clip_s=30")
+    c.set_defaults(fn=_curate)
+
+    s = sub.add_parser("sample-data", help="generate a sample corpus with ground truth")
+    s.add_argument("dir")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--small", action="store_true", help="a smaller corpus (tests)")
+    s.set_defaults(fn=_sample)
+
+    d = sub.add_parser("demo", help="generate a sample corpus and curate it")
+    d.add_argument("dir", nargs="?", default="worldmill-demo")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d.set_defaults(fn=_demo)
+
+    j = sub.add_parser("config-schema", help="print the curate config JSON schema")
+    j.set_defaults(fn=_json)
+    sub.add_parser("deploy", help="register curate/nightly on the Prefect server (see --help)")
+    sub.add_parser("train", help="launch a training run (see 'worldmill train --help')")
+
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

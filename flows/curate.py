@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 from worldmill.cluster import make_task_runner
 from worldmill.config import CurateConfig
 from worldmill.records import Video
+from worldmill.stages import load_stages
 from worldmill.store import Store
 from worldmill.tasks.dedup import dedup_task
 from worldmill.tasks.embed import embed_task
@@ -45,6 +46,7 @@ def curate(config: CurateConfig) -> dict:
     if not config.input:
         raise ValueError("config.input is empty: set the folder or URI of raw videos")
     config = config.model_copy(update={"out": os.path.abspath(config.out)})
+    load_stages(config.stages)  # fail fast on a stage that cannot be imported
     runner = make_task_runner(config.dask)
     return curate_dag.with_options(task_runner=runner)(config)
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from worldmill.config import ConfigError, CurateConfig, load_config
+from worldmill.stages import load_stages
 
 
 def _curate(args: argparse.Namespace) -> int:
@@ -23,6 +24,7 @@ def _curate(args: argparse.Namespace) -> int:
         cfg = load_config(
             CurateConfig, args.config, args.overrides, input=args.input, out=str(Path(args.out).absolute())
         )
+        load_stages(cfg.stages)  # an unknown stage module is a config error, found before work
     except ConfigError as e:
         print(f"worldmill curate: {e}", file=sys.stderr)
         return 2

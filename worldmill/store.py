@@ -176,7 +176,7 @@ class Store:
                 ids = ", ".join(_sql_str(v) for v in video_ids)
                 t.delete(f"video_id IN ({ids})")
             if rows:
-                t.add(self._align(t, rows))
+                t.add(self._align(t, rows), on_bad_vectors="null")
 
     def update_clips(self, updates: list[dict]) -> None:
         """Update columns of existing clips: each dict has ``clip_id`` plus new values."""
@@ -198,7 +198,7 @@ class Store:
                 rows.append(r)
             if rows:
                 data = self._align(t, rows)
-                t.merge_insert("clip_id").when_matched_update_all().execute(data)
+                t.merge_insert("clip_id").when_matched_update_all().execute(data, on_bad_vectors="null")
 
     def _align(self, t, rows: list[dict]) -> pa.Table:
         """Rows -> an Arrow table in the table's schema, adding new extra columns first."""

@@ -37,9 +37,26 @@ def ffmpeg_pass(videos, out_dir: Path, cfg: CurateConfig) -> float:
     ncpu = os.cpu_count() or 1
     for i, v in enumerate(videos):
         w, h = output_size(v, cfg.transcode)
-        cmd = [ffmpeg_bin(), "-v", "error", "-y", "-i", v.local_path, "-an", "-vf", f"scale={w}:{h}",
-               "-c:v", "libx264", "-preset", cfg.transcode.preset, "-crf", str(cfg.transcode.crf),
-               "-pix_fmt", "yuv420p", str(out_dir / f"{i}.mp4")]
+        cmd = [
+            ffmpeg_bin(),
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            v.local_path,
+            "-an",
+            "-vf",
+            f"scale={w}:{h}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            cfg.transcode.preset,
+            "-crf",
+            str(cfg.transcode.crf),
+            "-pix_fmt",
+            "yuv420p",
+            str(out_dir / f"{i}.mp4"),
+        ]
         procs.append(subprocess.Popen(cmd))
         while sum(p.poll() is None for p in procs) >= ncpu:
             time.sleep(0.01)
@@ -71,14 +88,19 @@ def main() -> int:
         transcode_clips(v, clips, str(work / "st" / v.video_id), cfg.transcode)
         n_clips += sum(1 for c in clips if c.clip_uri)
     st = time.perf_counter() - t0
-    print(f"split+transcode: {n_clips} clips in {st:.2f} s on 1 core -> {n_clips / st:.2f} clips/s/core")
+    print(
+        f"split+transcode: {n_clips} clips in {st:.2f} s on 1 core -> {n_clips / st:.2f} clips/s/core"
+    )
 
     t_ff = ffmpeg_pass(videos, work / "ffmpeg", cfg)
     print(f"ffmpeg decode+encode pass: {t_ff:.2f} s")
 
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "worldmill.cli", "curate", str(raw), "--out", str(work / "dag")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "worldmill.cli", "curate", str(raw), "--out", str(work / "dag")],
+        capture_output=True,
+        text=True,
+    )
     t_dag = time.perf_counter() - t0
     if r.returncode != 0:
         print(r.stderr[-2000:])

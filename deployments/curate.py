@@ -45,16 +45,17 @@ def ensure_pool(name: str = POOL) -> None:
             pass
 
 
-def deploy(config: CurateConfig, pool: str = POOL, name: str = NAME, cron: str | None = CRON) -> str:
+def deploy(
+    config: CurateConfig, pool: str = POOL, name: str = NAME, cron: str | None = CRON
+) -> str:
     """Register (or update) ``curate/<name>``; returns the deployment id."""
     from prefect import flow
 
     ensure_pool(pool)
     source, entrypoint = code_root()
     remote = flow.from_source(source=source, entrypoint=entrypoint)
-    schedule = {"cron": cron, "timezone": TIMEZONE} if cron else None
     kwargs = {}
-    if schedule:
+    if cron:
         from prefect.client.schemas.schedules import CronSchedule
 
         kwargs["schedules"] = [CronSchedule(cron=cron, timezone=TIMEZONE)]
@@ -82,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=NAME)
     p.add_argument("--cron", default=CRON, help="cron in UTC; '' for no schedule")
     a = p.parse_args(argv)
-    cfg = load_config(CurateConfig, a.config, a.overrides, input=a.input, out=str(Path(a.out).absolute()))
+    cfg = load_config(
+        CurateConfig, a.config, a.overrides, input=a.input, out=str(Path(a.out).absolute())
+    )
     dep_id = deploy(cfg, a.pool, a.name, a.cron or None)
-    print(f"deployment curate/{a.name} ({dep_id}) on work pool {a.pool!r}, schedule {a.cron or 'none'} UTC")
+    print(
+        f"deployment curate/{a.name} ({dep_id}) on work pool {a.pool!r}, schedule {a.cron or 'none'} UTC"
+    )
     return 0
 
 

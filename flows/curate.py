@@ -11,7 +11,6 @@ rows.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections import Counter
@@ -64,8 +63,12 @@ def curate_dag(config: CurateConfig) -> dict:
         log.info("committed %d results left by an interrupted run", leftover)
 
     ing = ingest_task(
-        config.input, store.video_rows(), config.extensions, config.include_all_files,
-        config.retry_failed, os.path.join(out, "cache"),
+        config.input,
+        store.video_rows(),
+        config.extensions,
+        config.include_all_files,
+        config.retry_failed,
+        os.path.join(out, "cache"),
     )
     store.upsert_videos(ing.recorded, run_id)  # failed and duplicate files: final already
     batches = _batches(ing.todo, config.videos_per_task)

@@ -187,6 +187,8 @@ def ingest_task(
     res = ingest(uri, rows, extensions, include_all, retry_failed, cache_dir)
     log.info(
         "ingest: %d new, %d recorded (failed/duplicate), %d already processed",
-        len(res.todo), len(res.recorded), res.skipped,
+        len(res.todo),
+        len(res.recorded),
+        res.skipped,
     )
     return res

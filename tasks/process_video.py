@@ -54,7 +54,11 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
     kept = sum(c.kept for c in clips)
     log.info(
         "%s: %d clips, %d kept (%.1f s of video in %.1f s)",
-        video.path, len(clips), kept, video.duration_s, time.perf_counter() - t0,
+        video.path,
+        len(clips),
+        kept,
+        video.duration_s,
+        time.perf_counter() - t0,
     )
     return video, clips
 

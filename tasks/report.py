@@ -65,7 +65,13 @@ def score_histograms(rows: list[dict], path: Path) -> None:
     for ax, name in zip(axes, names, strict=True):
         kept = [r[name] for r in rows if r["kept"] and _finite(r.get(name))]
         rej = [r[name] for r in rows if not r["kept"] and _finite(r.get(name))]
-        ax.hist([kept, rej], bins=20, stacked=True, label=["kept", "rejected"], color=["tab:green", "tab:red"])
+        ax.hist(
+            [kept, rej],
+            bins=20,
+            stacked=True,
+            label=["kept", "rejected"],
+            color=["tab:green", "tab:red"],
+        )
         ax.set_title(name)
     axes[0].legend()
     fig.tight_layout()
@@ -82,7 +88,16 @@ def build_report(out: str, run_id: str, summary: dict, dedup_info: dict | None) 
     store = Store(out)
     d = Path(out) / "report" / run_id
     d.mkdir(parents=True, exist_ok=True)
-    cols = ["clip_id", "clip_uri", "kept", "reject_reason", "motion_score", "quality_score", "text_score", "run_id"]
+    cols = [
+        "clip_id",
+        "clip_uri",
+        "kept",
+        "reject_reason",
+        "motion_score",
+        "quality_score",
+        "text_score",
+        "run_id",
+    ]
     rows = [r for r in store.clip_rows(cols) if r["run_id"] == run_id]
     files = {}
     kept = [r for r in rows if r["kept"]]
@@ -105,7 +120,15 @@ def build_report(out: str, run_id: str, summary: dict, dedup_info: dict | None) 
 def markdown(summary: dict, dedup_info: dict | None, files: dict) -> str:
     lines = [f"# Curation report — run {summary.get('run_id', '')}", ""]
     lines += ["| what | count |", "|---|---|"]
-    for k in ("videos_new", "videos_skipped", "run_clips", "run_kept", "total_clips", "total_kept", "shards_written"):
+    for k in (
+        "videos_new",
+        "videos_skipped",
+        "run_clips",
+        "run_kept",
+        "total_clips",
+        "total_kept",
+        "shards_written",
+    ):
         lines.append(f"| {k} | {summary.get(k, 0)} |")
     for status, n in sorted(summary.get("videos_recorded", {}).items()):
         lines.append(f"| videos {status} | {n} |")
@@ -116,7 +139,13 @@ def markdown(summary: dict, dedup_info: dict | None, files: dict) -> str:
         rep = dedup_info["report"]
         curve = rep.get("removed_vs_eps") or rep.get("curve") or {}
         if curve:
-            lines += ["", "## Dedup: fraction of clips removed vs eps", "", "| eps | removed |", "|---|---|"]
+            lines += [
+                "",
+                "## Dedup: fraction of clips removed vs eps",
+                "",
+                "| eps | removed |",
+                "|---|---|",
+            ]
             items = curve.items() if isinstance(curve, dict) else curve
             for eps, frac in items:
                 lines.append(f"| {eps} | {frac} |")
@@ -132,9 +161,13 @@ def report_task(out: str, run_id: str, summary: dict, dedup_info: dict | None) -
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     rep = build_report(out, run_id, summary, dedup_info)
-    create_markdown_artifact(key="curation-report", markdown=rep["markdown"], description="worldmill curate")
+    create_markdown_artifact(
+        key="curation-report", markdown=rep["markdown"], description="worldmill curate"
+    )
     table = [{"reason": k, "clips": v} for k, v in summary.get("run_reject_reasons", {}).items()]
     table.append({"reason": "kept", "clips": summary.get("run_kept", 0)})
-    create_table_artifact(key="curation-counts", table=table, description="clips per verdict, this run")
+    create_table_artifact(
+        key="curation-counts", table=table, description="clips per verdict, this run"
+    )
     log.info("report written to %s", rep["dir"])
     return {"dir": rep["dir"], "files": rep["files"]}

@@ -29,7 +29,9 @@ def nvenc_available() -> bool:
     if not shutil.which("nvidia-smi"):
         return False
     try:
-        r = subprocess.run([ffmpeg_bin(), "-hide_banner", "-encoders"], capture_output=True, timeout=20)
+        r = subprocess.run(
+            [ffmpeg_bin(), "-hide_banner", "-encoders"], capture_output=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return b"h264_nvenc" in r.stdout
@@ -60,7 +62,9 @@ def _filters(video: Video, cfg: TranscodeConfig) -> str:
     return ",".join(vf)
 
 
-def transcode_clips(video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig) -> list[Clip]:
+def transcode_clips(
+    video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig
+) -> list[Clip]:
     """Write every kept clip of ``video`` to ``out_dir/<clip_id>.mp4`` and fill in its
     ``clip_uri``, size, fps and frame count. Failures are recorded on the clips."""
     todo = [c for c in clips if c.kept]
@@ -83,7 +87,9 @@ def transcode_clips(video: Video, clips: list[Clip], out_dir: str, cfg: Transcod
     return clips
 
 
-def _segment_pass(src: str, video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig) -> None:
+def _segment_pass(
+    src: str, video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig
+) -> None:
     # Segment boundaries: every clip start/end. Segment k spans [bounds[k], bounds[k+1]].
     cuts = sorted({round(t, 3) for c in clips for t in (c.start_s, c.end_s)})
     end = video.duration_s
@@ -93,7 +99,20 @@ def _segment_pass(src: str, video: Video, clips: list[Clip], out_dir: str, cfg: 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     fps = cfg.fps or video.fps or 24.0
-    cmd = [ffmpeg_bin(), "-v", "error", "-nostdin", "-y", "-i", src, "-map", "0:v:0", "-an", "-sn", "-dn"]
+    cmd = [
+        ffmpeg_bin(),
+        "-v",
+        "error",
+        "-nostdin",
+        "-y",
+        "-i",
+        src,
+        "-map",
+        "0:v:0",
+        "-an",
+        "-sn",
+        "-dn",
+    ]
     cmd += ["-vf", _filters(video, cfg), *encoder_args(cfg)]
     if times:
         ts = ",".join(f"{t:.3f}" for t in times)

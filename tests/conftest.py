@@ -21,11 +21,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 WORLDMILL = [sys.executable, "-m", "worldmill.cli"]
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """Run the real `worldmill` CLI in a subprocess (as a user would)."""
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run([*WORLDMILL, *args], capture_output=True, text=True, timeout=timeout, env=e)
+    return subprocess.run(
+        [*WORLDMILL, *args], capture_output=True, text=True, timeout=timeout, env=e
+    )
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ from worldmill.config import DaskConfig
 
 
 def test_address_wins():
-    assert runner_spec(DaskConfig(address="tcp://10.1.2.3:8786")) == {"address": "tcp://10.1.2.3:8786"}
+    assert runner_spec(DaskConfig(address="tcp://10.1.2.3:8786")) == {
+        "address": "tcp://10.1.2.3:8786"
+    }
 
 
 def test_local_cluster_without_gpu(monkeypatch):

@@ -8,7 +8,9 @@ from worldmill.config import ConfigError, CurateConfig, load_config
 def test_defaults_yaml_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("split:\n  min_clip_s: 3\n  max_clip_s: 20\ntranscode: {height: 128}\n")
-    cfg = load_config(CurateConfig, f, ["split.max_clip_s=30", "stages.motion.params={min_score: 0.5}"], input="x")
+    cfg = load_config(
+        CurateConfig, f, ["split.max_clip_s=30", "stages.motion.params={min_score: 0.5}"], input="x"
+    )
     assert cfg.split.min_clip_s == 3 and cfg.split.max_clip_s == 30
     assert cfg.transcode.height == 128
     motion = next(s for s in cfg.stages if s.name == "motion")

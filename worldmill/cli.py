@@ -1,10 +1,10 @@
 """``worldmill`` command line.
 
-    worldmill curate INPUT --out OUT [--config FILE.yaml] [--set key=value ...]
-    worldmill sample-data DIR [--seed N] [--small]
-    worldmill demo [DIR]                       # sample corpus -> curate -> summary
-    worldmill deploy --input DIR --out DIR     # register curate/nightly on a Prefect server
-    worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]
+worldmill curate INPUT --out OUT [--config FILE.yaml] [--set key=value ...]
+worldmill sample-data DIR [--seed N] [--small]
+worldmill demo [DIR]                       # sample corpus -> curate -> summary
+worldmill deploy --input DIR --out DIR     # register curate/nightly on a Prefect server
+worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from worldmill.stages import load_stages
 def _curate(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(
-            CurateConfig, args.config, args.overrides, input=args.input, out=str(Path(args.out).absolute())
+            CurateConfig,
+            args.config,
+            args.overrides,
+            input=args.input,
+            out=str(Path(args.out).absolute()),
         )
         load_stages(cfg.stages)  # an unknown stage module is a config error, found before work
     except ConfigError as e:
@@ -52,10 +56,14 @@ def print_summary(s: dict) -> None:
     print()
     print(f"curate run {s['run_id']} finished in {s['seconds']:.1f} s")
     rec = ", ".join(f"{n} {k}" for k, n in sorted(s["videos_recorded"].items())) or "none"
-    print(f"  videos: {s['videos_new']} new, {s['videos_skipped']} already processed, recorded: {rec}")
+    print(
+        f"  videos: {s['videos_new']} new, {s['videos_skipped']} already processed, recorded: {rec}"
+    )
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(s["run_reject_reasons"].items())) or "none"
     print(f"  clips this run: {s['run_clips']} ({s['run_kept']} kept; rejected: {reasons})")
-    print(f"  database: {s['total_clips']} clips, {s['total_kept']} kept; videos {s['total_videos']}")
+    print(
+        f"  database: {s['total_clips']} clips, {s['total_kept']} kept; videos {s['total_videos']}"
+    )
     print(f"  shards written: {s['shards_written']} -> {s['shards_dir']}")
     print(f"  lancedb: {s['lancedb']} (tables: videos, clips)")
     if s.get("report"):
@@ -116,8 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("input", help="folder, glob or fsspec URI of raw videos")
     c.add_argument("--out", required=True, help="output root (lancedb/, clips/, shards/, report/)")
     c.add_argument("--config", help="YAML config file (see configs/curate.yaml)")
-    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set split.max_clip_s=30")
+    c.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set split.max_clip_s=30",
+    )
     c.set_defaults(fn=_curate)
 
     s = sub.add_parser("sample-data", help="generate a sample corpus with ground truth")

@@ -51,7 +51,9 @@ def runner_spec(cfg: DaskConfig) -> dict:
     if use_gpu:
         if importlib.util.find_spec("dask_cuda") is None:
             if cfg.use_gpu == "yes":
-                raise RuntimeError("dask.use_gpu=yes but dask-cuda is not installed (pip install 'worldmill[gpu]')")
+                raise RuntimeError(
+                    "dask.use_gpu=yes but dask-cuda is not installed (pip install 'worldmill[gpu]')"
+                )
             log.warning("GPUs visible but dask-cuda is not installed; using LocalCluster")
         else:
             kwargs = {"dashboard_address": ":0"}

@@ -55,7 +55,17 @@ def _rate(s: str | None) -> float:
 
 def probe(path: str, timeout: float = 60) -> ProbeInfo:
     """Probe a local file. Raises MediaError with a readable reason for non-videos."""
-    cmd = [ffprobe_bin(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", "--", path]
+    cmd = [
+        ffprobe_bin(),
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        "--",
+        path,
+    ]
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:
@@ -66,7 +76,11 @@ def probe(path: str, timeout: float = 60) -> ProbeInfo:
         raise MediaError(f"not a readable media file ({tail.replace(path, '<file>')})")
     info = json.loads(r.stdout or b"{}")
     streams = info.get("streams", [])
-    video = [s for s in streams if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic", 0) == 0]
+    video = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic", 0) == 0
+    ]
     has_audio = any(s.get("codec_type") == "audio" for s in streams)
     if not video:
         raise MediaError("no video stream (audio-only)" if has_audio else "no video stream")
@@ -138,7 +152,9 @@ class ClipView:
         self.height = height
         self._cache: dict[tuple, np.ndarray] = {}
 
-    def frames(self, width: int = 160, sample_fps: float | None = 4.0, gray: bool = False) -> np.ndarray:
+    def frames(
+        self, width: int = 160, sample_fps: float | None = 4.0, gray: bool = False
+    ) -> np.ndarray:
         """``(T, H, W, 3)`` uint8 RGB frames (``(T, H, W)`` if gray), aspect kept."""
         key = (width, sample_fps, gray)
         if key not in self._cache:

@@ -71,7 +71,9 @@ def load_stage(spec: StageSpec) -> Stage:
         raise ConfigError(f"stage {spec.name!r}: cannot import module {module_name!r}: {e}") from e
     fn = getattr(mod, "run", None)
     if not callable(fn):
-        raise ConfigError(f"stage {spec.name!r}: module {module_name!r} defines no run(clip, view, **params)")
+        raise ConfigError(
+            f"stage {spec.name!r}: module {module_name!r} defines no run(clip, view, **params)"
+        )
     return Stage(spec.name, fn, dict(spec.params))
 
 

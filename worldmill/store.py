@@ -160,9 +160,9 @@ class Store:
         data = pa.Table.from_pylist(rows, schema=VIDEO_SCHEMA)
         with _write_lock:
             t = self.videos()
-            t.merge_insert("video_id").when_matched_update_all().when_not_matched_insert_all().execute(
-                data
-            )
+            t.merge_insert(
+                "video_id"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def replace_clips(self, video_ids: list[str], clips: list[Clip], run_id: str = "") -> None:
         """Replace all clips of ``video_ids`` by ``clips`` (idempotent per video)."""
@@ -198,7 +198,9 @@ class Store:
                 rows.append(r)
             if rows:
                 data = self._align(t, rows)
-                t.merge_insert("clip_id").when_matched_update_all().execute(data, on_bad_vectors="null")
+                t.merge_insert("clip_id").when_matched_update_all().execute(
+                    data, on_bad_vectors="null"
+                )
 
     def _align(self, t, rows: list[dict]) -> pa.Table:
         """Rows -> an Arrow table in the table's schema, adding new extra columns first."""

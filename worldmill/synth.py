@@ -26,8 +26,23 @@ def write_video(
     first = next(it)
     h, w = first.shape[:2]
     cmd = [
-        ffmpeg_bin(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-        "-s", f"{w}x{h}", "-r", f"{fps}", "-i", "pipe:0", "-an", "-c:v", codec,
+        ffmpeg_bin(),
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        f"{fps}",
+        "-i",
+        "pipe:0",
+        "-an",
+        "-c:v",
+        codec,
     ]
     if codec == "libx264":
         cmd += ["-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p"]

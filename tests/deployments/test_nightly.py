@@ -35,16 +35,21 @@ def _get(url: str) -> dict | list | None:
 
 
 def _post(url: str, body: dict) -> dict | list:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
 
 def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     # Own process group, so the whole tree (server, worker, flow subprocess) is stopped.
-    return subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _stop(p: subprocess.Popen) -> None:
@@ -66,7 +71,11 @@ def prefect_server(tmp_path):
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_LOGGING_LEVEL"] = "INFO"
     log = tmp_path / "server.log"
-    server = _spawn([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    server = _spawn(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        log,
+    )
     api = env["PREFECT_API_URL"]
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -85,9 +94,22 @@ def test_prefect_deployment_run_curate_nightly(prefect_server, small_corpus, tmp
     api, env = prefect_server
     out = tmp_path / "curated"
     # 1. register the deployment (creates the process work pool too)
-    r = subprocess.run([str(BIN / "worldmill"), "deploy", "--input", str(small_corpus), "--out", str(out),
-                        "--set", "dask.n_workers=2"],
-                       env=env, capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            str(BIN / "worldmill"),
+            "deploy",
+            "--input",
+            str(small_corpus),
+            "--out",
+            str(out),
+            "--set",
+            "dask.n_workers=2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     deps = _post(f"{api}/deployments/filter", {})
     dep = next(d for d in deps if d["name"] == "nightly")
@@ -96,10 +118,19 @@ def test_prefect_deployment_run_curate_nightly(prefect_server, small_corpus, tmp
     assert all(s["schedule"].get("timezone") == "UTC" for s in dep["schedules"])
 
     # 2. a worker on the pool, 3. `prefect deployment run curate/nightly`
-    worker = _spawn([str(BIN / "prefect"), "worker", "start", "--pool", "worldmill-process"], env, tmp_path / "worker.log")
+    worker = _spawn(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "worldmill-process"],
+        env,
+        tmp_path / "worker.log",
+    )
     try:
-        r = subprocess.run([str(BIN / "prefect"), "deployment", "run", "curate/nightly"],
-                           env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [str(BIN / "prefect"), "deployment", "run", "curate/nightly"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         deadline = time.time() + 600
         state = None

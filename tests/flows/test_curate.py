@@ -105,7 +105,16 @@ def test_filter_verdicts(curated):
         if ok:
             right += 1
         else:
-            wrong.append((name[c["video_id"]], shot["content"], c["reject_reason"], c["motion_score"], c["quality_score"], c["text_score"]))
+            wrong.append(
+                (
+                    name[c["video_id"]],
+                    shot["content"],
+                    c["reject_reason"],
+                    c["motion_score"],
+                    c["quality_score"],
+                    c["text_score"],
+                )
+            )
     acc = right / max(1, right + len(wrong))
     assert right > 10
     assert acc >= 0.9, f"verdict accuracy {acc:.2f}; wrong: {wrong}"
@@ -134,9 +143,24 @@ def test_dedup_precision_recall(curated):
 def test_clips_table_schema_and_values(curated):
     raw, out, gt, _ = curated
     _, clips, _ = _by_name(out)
-    need = {"clip_id", "video_id", "start_s", "end_s", "clip_uri", "kept", "reject_reason",
-            "motion_score", "quality_score", "text_score", "caption", "embedding", "dup_of",
-            "cluster", "topic", "shard"}
+    need = {
+        "clip_id",
+        "video_id",
+        "start_s",
+        "end_s",
+        "clip_uri",
+        "kept",
+        "reject_reason",
+        "motion_score",
+        "quality_score",
+        "text_score",
+        "caption",
+        "embedding",
+        "dup_of",
+        "cluster",
+        "topic",
+        "shard",
+    }
     assert need <= set(clips[0])
     for c in clips:
         assert "." not in c["clip_id"]
@@ -185,10 +209,18 @@ def test_report_written(curated):
 def test_rerun_adds_nothing(curated):
     raw, out, gt, _ = curated
     s = Store(out)
-    before = (s.count("videos"), s.count("clips"), sorted(p.name for p in Path(out, "shards").rglob("*.tar")))
+    before = (
+        s.count("videos"),
+        s.count("clips"),
+        sorted(p.name for p in Path(out, "shards").rglob("*.tar")),
+    )
     r = run_cli("curate", str(raw), "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     s = Store(out)
-    after = (s.count("videos"), s.count("clips"), sorted(p.name for p in Path(out, "shards").rglob("*.tar")))
+    after = (
+        s.count("videos"),
+        s.count("clips"),
+        sorted(p.name for p in Path(out, "shards").rglob("*.tar")),
+    )
     assert after == before
     assert "0 new" in r.stdout

@@ -22,7 +22,10 @@ def test_kill_midway_then_rerun(small_corpus, tmp_path):
     env = dict(os.environ)
     p = subprocess.Popen(
         [*WORLDMILL, "curate", str(small_corpus), "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     # Kill once some (not all) work is done: the first clip files exist.
     deadline = time.time() + 300
@@ -44,12 +47,16 @@ def test_kill_midway_then_rerun(small_corpus, tmp_path):
     vids = s.video_rows()
     assert Counter(v["path"] for v in vids).most_common(1)[0][1] == 1
     ok = [v for v in vids if v["status"] == "ok"]
-    assert ok and all(any(c["video_id"] == v["video_id"] for c in clips) for v in ok), "no lost clips"
+    assert ok and all(any(c["video_id"] == v["video_id"] for c in clips) for v in ok), (
+        "no lost clips"
+    )
     kept = {c["clip_id"] for c in clips if c["kept"]}
     in_shards = Counter()
     for tar in Path(out, "shards").rglob("*.tar"):
         with tarfile.open(tar) as t:
-            in_shards.update(m.name.split(".", 1)[0] for m in t.getmembers() if m.name.endswith(".mp4"))
+            in_shards.update(
+                m.name.split(".", 1)[0] for m in t.getmembers() if m.name.endswith(".mp4")
+            )
     assert set(in_shards) == kept and all(n == 1 for n in in_shards.values())
 
 
@@ -91,14 +98,25 @@ def test_external_stage_from_config(small_corpus, tmp_path):
 
 
 def test_bad_config_value_is_a_clear_error(small_corpus, tmp_path):
-    r = run_cli("curate", str(small_corpus), "--out", str(tmp_path / "o"), "--set", "split.min_clip_s=-3")
+    r = run_cli(
+        "curate", str(small_corpus), "--out", str(tmp_path / "o"), "--set", "split.min_clip_s=-3"
+    )
     assert r.returncode == 2
     assert "split.min_clip_s" in r.stderr and "greater than 0" in r.stderr
     r = run_cli("curate", str(small_corpus), "--out", str(tmp_path / "o"), "--set", "nosuch.key=1")
     assert r.returncode == 2 and "nosuch" in r.stderr
-    r = run_cli("curate", str(small_corpus), "--out", str(tmp_path / "o"), "--set", "stages.0.module=no_such_mod")
+    r = run_cli(
+        "curate",
+        str(small_corpus),
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "stages.0.module=no_such_mod",
+    )
     assert r.returncode != 0 and "no_such_mod" in r.stderr
-    assert not Path(tmp_path / "o" / "shards").exists() or not list(Path(tmp_path / "o" / "shards").rglob("*.tar"))
+    assert not Path(tmp_path / "o" / "shards").exists() or not list(
+        Path(tmp_path / "o" / "shards").rglob("*.tar")
+    )
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
@@ -111,7 +129,9 @@ def test_hostile_names_never_reach_a_shell(small_corpus, tmp_path):
     """Names with $(...), backticks, quotes and ; are curated like any other file."""
     raw = tmp_path / "raw"
     raw.mkdir()
-    src = next(p for p in sorted(small_corpus.iterdir()) if p.suffix == ".mp4" and p.stat().st_size > 10000)
+    src = next(
+        p for p in sorted(small_corpus.iterdir()) if p.suffix == ".mp4" and p.stat().st_size > 10000
+    )
     for name in ["a $(touch PWNED) b.mp4", "q'uo\"te;`touch PWNED2`.mp4", "naïve 東京.mp4"]:
         shutil.copy(src, raw / name)
     out = tmp_path / "out"

@@ -39,7 +39,11 @@ def test_statuses_and_incremental(folder):
     orig, dupe = by["copy $(rm -rf x) `q` 'é'.mp4"], by["good one.mp4"]
     assert orig.status == OK and orig.duration_s == pytest.approx(2.0)
     assert dupe.status == DUPLICATE and dupe.dup_of == orig.video_id
-    for bad, words in [("empty.mp4", "empty"), ("text.mp4", "not a readable"), ("truncated.mp4", "")]:
+    for bad, words in [
+        ("empty.mp4", "empty"),
+        ("text.mp4", "not a readable"),
+        ("truncated.mp4", ""),
+    ]:
         assert by[bad].status == FAILED, bad
         assert words in by[bad].error and by[bad].error
     # second pass with the rows registered: nothing new

@@ -12,11 +12,23 @@ from worldmill.tasks.transcode import transcode_clips
 def test_one_pass_cuts_frame_accurately(tmp_path):
     rng = np.random.default_rng(0)
     levels = (30, 120, 200, 80)
-    frames = np.concatenate([np.full((48, 90, 160, 3), v, np.uint8) + rng.integers(0, 9, (48, 90, 160, 3), dtype=np.uint8) for v in levels])
+    frames = np.concatenate(
+        [
+            np.full((48, 90, 160, 3), v, np.uint8)
+            + rng.integers(0, 9, (48, 90, 160, 3), dtype=np.uint8)
+            for v in levels
+        ]
+    )
     src = write_video(tmp_path / "a 'b' $(c).mp4", frames, 24)
     i = probe(str(src))
-    v = Video("vid", str(src), "s", duration_s=i.duration_s, width=i.width, height=i.height, fps=i.fps)
-    clips = [Clip("vid_0000", "vid", 0, 2), Clip("vid_0001", "vid", 2.25, 4), Clip("vid_0002", "vid", 4, 8)]
+    v = Video(
+        "vid", str(src), "s", duration_s=i.duration_s, width=i.width, height=i.height, fps=i.fps
+    )
+    clips = [
+        Clip("vid_0000", "vid", 0, 2),
+        Clip("vid_0001", "vid", 2.25, 4),
+        Clip("vid_0002", "vid", 4, 8),
+    ]
     clips.append(Clip("vid_0003", "vid", 7.5, 7.9, kept=False, reject_reason="duration"))
     transcode_clips(v, clips, str(tmp_path / "clips"), TranscodeConfig(height=64))
     assert [c.num_frames for c in clips[:3]] == [48, 42, 96]

@@ -28,7 +28,7 @@ from worldmill.tasks.transcode import transcode_clips
 log = logging.getLogger(__name__)
 
 # Always run last: the visual descriptor feeds dedup.
-VISUAL_STAGE = StageSpec(name="visual_embed", module="worldmill.tasks.embed")
+VISUAL_STAGE = StageSpec(name="visual_embed")
 
 
 def staging_dir(out: str) -> Path:

@@ -137,18 +137,11 @@ def markdown(summary: dict, dedup_info: dict | None, files: dict) -> str:
         lines.append(f"| {reason} | {n} |")
     if dedup_info and dedup_info.get("report"):
         rep = dedup_info["report"]
-        curve = rep.get("removed_vs_eps") or rep.get("curve") or {}
-        if curve:
-            lines += [
-                "",
-                "## Dedup: fraction of clips removed vs eps",
-                "",
-                "| eps | removed |",
-                "|---|---|",
-            ]
-            items = curve.items() if isinstance(curve, dict) else curve
-            for eps, frac in items:
-                lines.append(f"| {eps} | {frac} |")
+        removed = rep.get("fraction_removed") or rep.get("fraction_with_neighbour") or []
+        lines += ["", f"## Dedup: share of clips removed vs eps (current eps {rep.get('eps')})", ""]
+        lines += ["| eps | removed |", "|---|---|"]
+        for eps, frac in zip(rep.get("eps_grid", []), removed, strict=False):
+            lines.append(f"| {eps:.3f} | {frac:.3f} |")
     if files:
         lines += ["", "## Files", ""]
         lines += [f"- {k}: `{v}`" for k, v in files.items()]

@@ -38,6 +38,7 @@ BUILTIN = {
     "quality": "worldmill.tasks.filter_quality",
     "text": "worldmill.tasks.filter_text",
     "caption": "worldmill.tasks.caption",
+    "visual_embed": "worldmill.tasks.embed",
 }
 
 

@@ -1,0 +1,452 @@
+"""Clip deduplication: exact, near (visual) and semantic (SemDeDup-style) duplicates.
+
+Pure functions over arrays; the flow loads the rows (new clips plus the already-sharded,
+``protected`` ones) from LanceDB, calls :func:`find_duplicates` and writes ``dup_of`` /
+``reject_reason`` back.
+
+Policy
+------
+* Edges: ``exact`` (bit-identical visual descriptors), ``near`` (visual cosine distance
+  ``< cfg.eps``), ``semantic`` (see below). Duplicate groups are the connected components
+  of the edge graph (union-find via ``scipy.sparse.csgraph``), so transitive groups
+  A~B~C collapse to one kept clip even when A and C are not within eps of each other.
+* Keep the best copy per group: every ``protected`` row is kept (it is already in a shard of
+  an earlier run); the group's *keeper* is the best protected row if there is one, else the
+  row with the highest quality (NaN quality counts as lowest), ties broken by the smallest
+  clip id. Every other (non-protected) row of the group is rejected with
+  ``dup_of[id] = keeper``.
+* ``reason``: "exact" if the rejected row is bit-identical to its keeper's group through
+  exact edges, else "near" if it is connected to the keeper by visual (exact+near) edges
+  alone, else "semantic".
+
+Semantic dedup and template captions
+------------------------------------
+SemDeDup (Abbas et al. 2023) k-means-clusters the embeddings and, inside each cluster,
+removes pairs closer than ``semantic_eps``. Our default captions are template-like
+("a video of ... pan left ..."), so two *different* shots often get near-identical caption
+embeddings; caption similarity alone would over-merge. A semantic edge therefore needs
+**both** text cosine distance ``< cfg.semantic_eps`` **and** visual cosine distance
+``< semantic_visual_gate`` (default 0.3, i.e. clearly related footage, but looser than
+``cfg.eps``). It catches the same scene re-cut/re-graded beyond ``eps`` with the same
+description, and never merges visually unrelated clips because their captions agree.
+Clustering is on the text embedding (k = ``cfg.n_clusters`` or ``ceil(sqrt(n))``); pairs
+are only compared within a cluster (the SemDeDup approximation).
+
+Scale
+-----
+Near-duplicate search is blockwise: ``(B, D) @ (D, N)`` products of ``block`` rows at a time,
+O(N^2 D) flops but O(B N) memory (N = 100k, D = 256 is ~2.6 TFLOP: a minute or two on a
+CPU, seconds on a GPU). For much larger tables, let LanceDB produce the candidate pairs
+with its ANN index instead of the exhaustive scan::
+
+    tbl.create_index(metric="cosine", vector_column_name="visual_embedding")
+    for each row: tbl.search(vec, vector_column_name="visual_embedding")
+                     .metric("cosine").limit(k).to_arrow()   # _distance < eps -> pair
+
+and pass those pairs to :func:`resolve_pairs`, which applies exactly the same keep-best,
+protected and transitive-group rules as :func:`find_duplicates`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from prefect import task
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from worldmill.config import DedupConfig
+
+EXACT, NEAR, SEMANTIC = "exact", "near", "semantic"
+KMEANS_FIT_ROWS = 5000  # SemDeDup k-means is fitted on at most this many sampled rows
+_RANK = {EXACT: 0, NEAR: 1, SEMANTIC: 2}
+
+
+@dataclass
+class DedupResult:
+    """Outcome of a dedup pass over N rows."""
+
+    dup_of: dict[str, str] = field(default_factory=dict)  # rejected id -> kept id
+    reason: dict[str, str] = field(default_factory=dict)  # rejected id -> exact|near|semantic
+    nn_similarity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (N,)
+
+    @property
+    def rejected(self) -> set[str]:
+        return set(self.dup_of)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    """Row-normalise ``(N, D)`` to unit L2 norm (zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)  # (N, 1)
+    return x / np.maximum(n, 1e-12)
+
+
+def _pairs_within(
+    vis: np.ndarray,
+    vis_min_sim: float,
+    idx: np.ndarray | None = None,
+    text: np.ndarray | None = None,
+    text_min_sim: float = -2.0,
+    block: int = 2048,
+    nn_out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` among rows ``idx`` with visual similarity ``> vis_min_sim`` (and
+    text similarity ``> text_min_sim`` when ``text`` is given), blockwise.
+
+    ``vis``/``text`` are unit-norm ``(N, D)``. Returns global row indices ``(P,), (P,)``.
+    When ``nn_out`` (N,) is given, each row's best visual similarity to another row in
+    ``idx`` is written into it.
+    """
+    if idx is None:
+        idx = np.arange(len(vis))
+    m = len(idx)
+    vi = vis[idx]  # (M, D)
+    ti = text[idx] if text is not None else None  # (M, Dt)
+    out_i: list[np.ndarray] = []
+    out_j: list[np.ndarray] = []
+    for s in range(0, m, block):
+        e = min(m, s + block)
+        sv = vi[s:e] @ vi.T  # (B, M)
+        rows = np.arange(e - s)
+        sv[rows, rows + s] = -np.inf  # no self pairs
+        if nn_out is not None:
+            nn_out[idx[s:e]] = sv.max(axis=1) if m > 1 else np.nan
+        bi, bj = np.nonzero(sv > vis_min_sim)  # candidate pairs (few)
+        keep = bj > bi + s  # i < j only
+        bi, bj = bi[keep], bj[keep]
+        if ti is not None and len(bi):
+            keep = np.einsum("pd,pd->p", ti[bi + s], ti[bj]) > text_min_sim
+            bi, bj = bi[keep], bj[keep]
+        out_i.append(idx[bi + s])
+        out_j.append(idx[bj])
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
+
+
+def _exact_pairs(vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (first occurrence, other) of bit-identical rows of ``(N, D)``."""
+    if len(vis) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows = np.ascontiguousarray(vis).view(np.dtype((np.void, vis.dtype.itemsize * vis.shape[1])))
+    _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+    root = first[inverse.ravel()]  # (N,) index of each row's first identical row
+    others = np.nonzero(root != np.arange(len(vis)))[0]
+    return root[others].astype(np.int64), others.astype(np.int64)
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected-component label per node for an undirected edge list (union-find)."""
+    if len(i) == 0:
+        return np.arange(n)
+    g = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
+    return connected_components(g, directed=False)[1]
+
+
+def _semantic_pairs(
+    vis: np.ndarray,
+    text: np.ndarray,
+    cfg: DedupConfig,
+    visual_gate: float,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SemDeDup: k-means on text, then gated pairs within each cluster."""
+    n = len(text)
+    rounded = np.ascontiguousarray(text.round(4))  # identical template captions count once
+    n_distinct = len(
+        np.unique(rounded.view(np.dtype((np.void, rounded.itemsize * rounded.shape[1]))))
+    )
+    k = cfg.n_clusters or math.ceil(math.sqrt(n))
+    k = max(1, min(k, n_distinct))
+    if k == 1:
+        labels = np.zeros(n, dtype=np.int64)
+    else:
+        # The clusters only partition the search, so fit on a sample and assign everyone.
+        from sklearn.cluster import KMeans
+
+        rng = np.random.default_rng(seed)
+        fit_rows = np.sort(rng.choice(n, size=min(n, KMEANS_FIT_ROWS), replace=False))
+        km = KMeans(n_clusters=k, random_state=seed, n_init=1, max_iter=50)
+        labels = km.fit(text[fit_rows]).predict(text)  # (N,)
+    pi, pj = [], []
+    for c in np.unique(labels):
+        members = np.nonzero(labels == c)[0]
+        if len(members) < 2:
+            continue
+        a, b = _pairs_within(
+            vis, 1.0 - visual_gate, idx=members, text=text, text_min_sim=1.0 - cfg.semantic_eps
+        )
+        pi.append(a)
+        pj.append(b)
+    if not pi:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(pi), np.concatenate(pj)
+
+
+def resolve_pairs(
+    ids: list[str],
+    quality: np.ndarray,
+    protected: np.ndarray,
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+    nn_similarity: np.ndarray | None = None,
+) -> DedupResult:
+    """Turn duplicate pairs into keep/reject decisions.
+
+    ``pairs`` maps a reason ("exact" | "near" | "semantic") to row-index arrays ``(i, j)``
+    (``(P,)`` each, any order, duplicates allowed), e.g. from LanceDB ANN search. Applies the
+    module's policy: connected components, every protected row kept, keeper = best
+    protected row else highest quality, ties by smallest id.
+    """
+    n = len(ids)
+    quality = np.asarray(quality, dtype=np.float64).reshape(n)
+    protected = np.asarray(protected, dtype=bool).reshape(n)
+    nn = (
+        np.full(n, np.nan, np.float32)
+        if nn_similarity is None
+        else np.asarray(nn_similarity, np.float32)
+    )
+    if n == 0:
+        return DedupResult(nn_similarity=nn)
+
+    def edges(*reasons: str) -> tuple[np.ndarray, np.ndarray]:
+        got = [pairs[r] for r in reasons if r in pairs and len(pairs[r][0])]
+        if not got:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return (np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got]))
+
+    comp_all = _components(n, *edges(EXACT, NEAR, SEMANTIC))
+    comp_vis = _components(n, *edges(EXACT, NEAR))
+    comp_exact = _components(n, *edges(EXACT))
+
+    # Priority order: protected first, then quality desc (NaN last), then id asc.
+    q = np.where(np.isfinite(quality), quality, -np.inf)
+    id_rank = np.argsort(np.argsort(np.asarray(ids, dtype=object), kind="stable"), kind="stable")
+    order = np.lexsort((id_rank, -q, ~protected))  # best first
+    keeper = np.full(comp_all.max() + 1, -1, dtype=np.int64)
+    # The first row of each component in priority order is its keeper.
+    comp_sorted = comp_all[order]
+    _, first_pos = np.unique(comp_sorted, return_index=True)
+    keeper[comp_sorted[first_pos]] = order[first_pos]
+    keep_of = keeper[comp_all]  # (N,)
+
+    rejected = np.nonzero((keep_of != np.arange(n)) & ~protected)[0]
+    result = DedupResult(nn_similarity=nn)
+    for r in rejected:
+        k = keep_of[r]
+        if comp_exact[r] == comp_exact[k]:
+            why = EXACT
+        elif comp_vis[r] == comp_vis[k]:
+            why = NEAR
+        else:
+            why = SEMANTIC
+        result.dup_of[ids[r]] = ids[k]
+        result.reason[ids[r]] = why
+    return result
+
+
+def find_duplicates(
+    ids: list[str],
+    visual: np.ndarray,
+    quality: np.ndarray,
+    protected: np.ndarray,
+    cfg: DedupConfig,
+    text: np.ndarray | None = None,
+    *,
+    semantic_visual_gate: float = 0.3,
+    block: int = 2048,
+) -> DedupResult:
+    """Find exact, near and semantic duplicates among N clips; keep the best copy of each.
+
+    Args:
+        ids: ``N`` clip ids (unique).
+        visual: ``(N, D)`` visual descriptors (normalised here; any scale is fine).
+        quality: ``(N,)`` higher is better (NaN = lowest).
+        protected: ``(N,)`` bool; True for rows already sharded by an earlier run: never
+            rejected, and preferred as the kept copy over any new row.
+        cfg: ``eps`` (visual cosine distance), ``semantic``, ``semantic_eps``, ``n_clusters``.
+        text: optional ``(N, Dt)`` caption embeddings; semantic dedup runs when given and
+            ``cfg.semantic``.
+        semantic_visual_gate: max visual cosine distance for a semantic pair (see module doc).
+        block: rows per matrix-product block (memory ~ ``block * N * 4`` bytes).
+
+    Returns:
+        :class:`DedupResult` with ``dup_of``/``reason`` for rejected ids and the ``(N,)``
+        nearest-neighbour visual cosine similarity of every row (NaN when N == 1).
+    """
+    n = len(ids)
+    if len(set(ids)) != n:
+        raise ValueError("ids must be unique")
+    if n == 0:
+        return DedupResult(nn_similarity=np.zeros(0, np.float32))
+    vis_raw = np.asarray(visual, dtype=np.float32).reshape(n, -1)  # (N, D)
+    vis = _normalise(vis_raw)
+    nn = np.full(n, np.nan, np.float32)
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        EXACT: _exact_pairs(vis_raw),
+        NEAR: _pairs_within(vis, 1.0 - cfg.eps, block=block, nn_out=nn),
+    }
+    if cfg.semantic and text is not None and n > 1:
+        txt = _normalise(np.asarray(text).reshape(n, -1))  # (N, Dt)
+        pairs[SEMANTIC] = _semantic_pairs(vis, txt, cfg, semantic_visual_gate)
+    return resolve_pairs(ids, quality, protected, pairs, nn_similarity=np.clip(nn, -1.0, 1.0))
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def similarity_report(
+    nn_similarity: np.ndarray,
+    eps_grid: list[float] | np.ndarray | None = None,
+    *,
+    visual: np.ndarray | None = None,
+    bins: int = 50,
+    eps: float | None = None,
+) -> dict:
+    """Histogram of nearest-neighbour similarities and the "fraction removed vs eps" curve.
+
+    Returns a JSON-able dict::
+
+        {"n": N, "n_finite": M,
+         "histogram": {"bin_edges": [bins+1], "counts": [bins]},   # counts sum to M
+         "eps_grid": [...],
+         "fraction_with_neighbour": [...],  # share of clips whose NN distance < eps
+         "fraction_removed": [...] | None,  # exact share rejected by near-dup at eps
+         "eps": eps}
+
+    ``fraction_with_neighbour`` is an upper bound of the removed share (a pair flags both
+    clips, one is kept). Pass ``visual`` (the same ``(N, D)`` descriptors) to get the exact
+    ``fraction_removed`` (N - number of duplicate groups, per eps; protected rows ignored).
+    """
+    sims = np.asarray(nn_similarity, dtype=np.float64).reshape(-1)
+    n = len(sims)
+    finite = sims[np.isfinite(sims)]
+    grid = np.asarray(
+        eps_grid if eps_grid is not None else [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3], float
+    )
+    lo = min(0.0, float(finite.min())) if len(finite) else 0.0
+    counts, edges = np.histogram(finite, bins=bins, range=(lo, 1.0))
+    with_nb = [float((finite > 1.0 - e).sum() / n) if n else 0.0 for e in grid]
+    removed: list[float] | None = None
+    if visual is not None:
+        vis = _normalise(np.asarray(visual).reshape(n, -1))
+        pi, pj = _pairs_within(vis, 1.0 - float(grid.max()) if len(grid) else 1.0)
+        s = np.einsum("pd,pd->p", vis[pi], vis[pj]) if len(pi) else np.zeros(0)  # (P,)
+        removed = []
+        for e in grid:
+            keep = s > 1.0 - e
+            n_groups = len(np.unique(_components(n, pi[keep], pj[keep]))) if n else 0
+            removed.append(float((n - n_groups) / n) if n else 0.0)
+    return {
+        "n": n,
+        "n_finite": int(len(finite)),
+        "histogram": {"bin_edges": edges.tolist(), "counts": counts.astype(int).tolist()},
+        "eps_grid": grid.tolist(),
+        "fraction_with_neighbour": with_nb,
+        "fraction_removed": removed,
+        "eps": eps,
+    }
+
+
+def plot_similarity(report: dict, path: str) -> str:
+    """Write a PNG (histogram + removal curve) of a :func:`similarity_report`. Returns path."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure  # no pyplot: thread-safe, no global state
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    edges = np.asarray(report["histogram"]["bin_edges"])
+    counts = np.asarray(report["histogram"]["counts"])
+    ax1.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4477aa")
+    ax1.set_xlabel("nearest-neighbour cosine similarity")
+    ax1.set_ylabel("clips")
+    ax1.set_title(f"NN similarity (n={report['n']})")
+    grid = report["eps_grid"]
+    ax2.plot(grid, report["fraction_with_neighbour"], "o--", label="has a neighbour < eps")
+    if report.get("fraction_removed") is not None:
+        ax2.plot(grid, report["fraction_removed"], "o-", label="removed")
+    if report.get("eps") is not None:
+        ax1.axvline(1.0 - report["eps"], color="red", linestyle=":", label="1 - eps")
+        ax2.axvline(report["eps"], color="red", linestyle=":", label="eps")
+        ax1.legend()
+    ax2.set_xlabel("eps (cosine distance)")
+    ax2.set_ylabel("fraction of clips")
+    ax2.set_ylim(0, 1)
+    ax2.set_title("near-duplicate removal vs eps")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+# --------------------------------------------------------------------------- Prefect task
+
+DUPLICATE_REASON = "duplicate"
+
+
+@task(name="dedup", retries=2, retry_delay_seconds=5)
+def dedup_task(out: str, cfg: DedupConfig) -> dict:
+    """Prefect task: dedup over the whole database.
+
+    Candidates are clips that passed every filter (kept, or rejected only as duplicates in
+    an earlier run, so verdicts are recomputed as new copies arrive). Clips already in a
+    shard are protected: they are never rejected, a new copy of them is the duplicate.
+    Returns counts, the similarity report and its plot's path.
+    """
+    from worldmill.store import Store
+
+    store = Store(out)
+    cols = ["clip_id", "kept", "reject_reason", "dup_of", "quality_score", "shard"]
+    rows = store.clip_rows([*cols, "visual_embedding", "embedding"])
+    cand = [
+        r
+        for r in rows
+        if (r["kept"] or r["reject_reason"] == DUPLICATE_REASON)
+        and r["visual_embedding"] is not None
+    ]
+    if not cand:
+        return {"candidates": 0, "duplicates": 0}
+    ids = [r["clip_id"] for r in cand]
+    visual = np.asarray([r["visual_embedding"] for r in cand], dtype=np.float32)  # (N, D)
+    quality = np.asarray(
+        [r["quality_score"] if r["quality_score"] is not None else np.nan for r in cand],
+        dtype=np.float64,
+    )  # (N,)
+    protected = np.asarray([bool(r["shard"]) for r in cand])  # (N,)
+    text = None
+    if cfg.semantic and all(r["embedding"] is not None for r in cand):
+        text = np.asarray([r["embedding"] for r in cand], dtype=np.float32)  # (N, 384)
+    res = find_duplicates(ids, visual, quality, protected, cfg, text=text)
+    updates = []
+    for r in cand:
+        cid = r["clip_id"]
+        if cid in res.dup_of:
+            if not (r["reject_reason"] == DUPLICATE_REASON and r["dup_of"] == res.dup_of[cid]):
+                updates.append(
+                    {
+                        "clip_id": cid,
+                        "kept": False,
+                        "reject_reason": DUPLICATE_REASON,
+                        "dup_of": res.dup_of[cid],
+                    }
+                )
+        elif r["reject_reason"] == DUPLICATE_REASON:  # its twin is gone: back in
+            updates.append({"clip_id": cid, "kept": True, "reject_reason": "", "dup_of": ""})
+    store.update_clips(updates)
+    report = similarity_report(res.nn_similarity, visual=visual, eps=cfg.eps)
+    plot = plot_similarity(report, os.path.join(out, "report", "dedup_similarity.png"))
+    return {
+        "candidates": len(cand),
+        "duplicates": len(res.dup_of),
+        "by_reason": {
+            k: sum(1 for v in res.reason.values() if v == k) for k in set(res.reason.values())
+        },
+        "changed": len(updates),
+        "report": report,
+        "plot": plot,
+    }

@@ -421,7 +421,15 @@ def dedup_task(out: str, cfg: DedupConfig) -> dict:
     text = None
     if cfg.semantic and all(r["embedding"] is not None for r in cand):
         text = np.asarray([r["embedding"] for r in cand], dtype=np.float32)  # (N, 384)
-    res = find_duplicates(ids, visual, quality, protected, cfg, text=text)
+    res = find_duplicates(
+        ids,
+        visual,
+        quality,
+        protected,
+        cfg,
+        text=text,
+        semantic_visual_gate=cfg.semantic_visual_gate,
+    )
     updates = []
     for r in cand:
         cid = r["clip_id"]

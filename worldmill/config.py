@@ -95,7 +95,10 @@ class DedupConfig(_Model):
     eps: float = Field(0.05, gt=0, lt=1)  # near-duplicate when cosine distance < eps
     n_clusters: int = Field(0, ge=0)  # SemDeDup k-means clusters; 0 = sqrt(n) heuristic
     semantic: bool = True  # also dedup on caption embeddings (SemDeDup)
-    semantic_eps: float = Field(0.02, gt=0, lt=1)
+    semantic_eps: float = Field(0.02, gt=0, lt=1)  # cosine distance on caption embeddings
+    # A semantic pair must also be visually related (visual cosine distance below this):
+    # template-like captions alone would merge unrelated footage.
+    semantic_visual_gate: float = Field(0.3, gt=0, lt=2)
 
 
 class TaxonomyConfig(_Model):

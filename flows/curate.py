@@ -84,7 +84,12 @@ def curate_dag(config: CurateConfig) -> dict:
         done += commit_staging(store, run_id)
         log.info("progress: %d/%d videos committed", done, len(ing.todo))
 
-    changed = bool(done or leftover)
+    # Catalogue stages run when something was committed, or when an interrupted run left
+    # clips without embeddings or kept clips outside any shard.
+    pending = store.count("clips", "embedding IS NULL") + store.count(
+        "clips", "kept = true AND shard = ''"
+    )
+    changed = bool(done or leftover or pending)
     shards: dict = {}
     dedup_info: dict = {}
     if changed:

@@ -447,6 +447,7 @@ def dedup_task(out: str, cfg: DedupConfig) -> dict:
             updates.append({"clip_id": cid, "kept": True, "reject_reason": "", "dup_of": ""})
     store.update_clips(updates)
     report = similarity_report(res.nn_similarity, visual=visual, eps=cfg.eps)
+    os.makedirs(os.path.join(out, "report"), exist_ok=True)
     plot = plot_similarity(report, os.path.join(out, "report", "dedup_similarity.png"))
     return {
         "candidates": len(cand),

@@ -43,6 +43,7 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
         return video, clips
     for c in clips:
         c.source_path = video.path
+        c.extra["source_width"], c.extra["source_height"] = video.width, video.height
     clip_dir = os.path.join(cfg.out, "clips", video.video_id)
     transcode_clips(video, clips, clip_dir, cfg.transcode)
     stages = load_stages([*cfg.stages, VISUAL_STAGE])

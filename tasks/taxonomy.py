@@ -172,7 +172,7 @@ def taxonomy_task(out: str, cfg: TaxonomyConfig) -> int:
     rows = [
         r
         for r in store.clip_rows(["clip_id", "caption", "embedding", "cluster", "topic"])
-        if r["embedding"] is not None
+        if r["embedding"] is not None and r["caption"]  # rejected clips carry no caption
     ]
     if not rows:
         return 0

@@ -45,8 +45,6 @@ def run_curate(cfg: CurateConfig) -> dict | None:
 
     try:
         return curate(cfg)
-    except FileNotFoundError as e:
-        print(f"worldmill curate: {e}", file=sys.stderr)
     except Exception as e:  # the flow failed: say why, exit non-zero
         print(f"worldmill curate: flow failed: {type(e).__name__}: {e}", file=sys.stderr)
     return None
@@ -104,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     if argv and argv[0] == "train":
         from worldmill.training.cli import main as train_main
 

@@ -42,7 +42,7 @@ def contact_sheet(rows: list[dict], path: Path, cols: int = 6, max_cells: int = 
         img = _thumb(r["clip_uri"])
         if img is None:
             continue
-        img = np.ascontiguousarray(img)
+        img = np.array(img, copy=True)  # decoded frames are read-only views
         color = (40, 200, 60) if r["kept"] else (220, 50, 40)
         cv2.rectangle(img, (0, 0), (THUMB_W - 1, THUMB_H - 1), color, 3)
         label = "kept" if r["kept"] else r["reject_reason"]

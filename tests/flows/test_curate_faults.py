@@ -4,6 +4,7 @@ nothing; a stage living outside the package runs from config and its scores land
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -129,9 +130,9 @@ def test_hostile_names_never_reach_a_shell(small_corpus, tmp_path):
     """Names with $(...), backticks, quotes and ; are curated like any other file."""
     raw = tmp_path / "raw"
     raw.mkdir()
-    src = next(
-        p for p in sorted(small_corpus.iterdir()) if p.suffix == ".mp4" and p.stat().st_size > 10000
-    )
+    gt = json.loads((small_corpus / "ground_truth.json").read_text())
+    good = sorted(n for n, g in gt["videos"].items() if g["expect_status"] == "ok")
+    src = small_corpus / good[0]
     for name in ["a $(touch PWNED) b.mp4", "q'uo\"te;`touch PWNED2`.mp4", "naïve 東京.mp4"]:
         shutil.copy(src, raw / name)
     out = tmp_path / "out"

@@ -29,6 +29,7 @@ def _curate(args: argparse.Namespace) -> int:
             out=str(Path(args.out).absolute()),
         )
         load_stages(cfg.stages)  # an unknown stage module is a config error, found before work
+        _check_input(cfg.input)
     except ConfigError as e:
         print(f"worldmill curate: {e}", file=sys.stderr)
         return 2
@@ -37,6 +38,19 @@ def _curate(args: argparse.Namespace) -> int:
         return 1
     print_summary(summary)
     return 0
+
+
+def _check_input(uri: str) -> None:
+    """A missing input is a bad argument: say so before starting a server or a cluster."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(uri)
+        found = any(ch in root for ch in "*?[") or fs.exists(root)
+    except (OSError, ValueError, ImportError) as e:
+        raise ConfigError(f"input {uri!r} cannot be opened: {e}") from e
+    if not found:
+        raise ConfigError(f"input not found: {uri}")
 
 
 def run_curate(cfg: CurateConfig) -> dict | None:

@@ -122,7 +122,7 @@ def test_bad_config_value_is_a_clear_error(small_corpus, tmp_path):
 
 def test_missing_input_is_a_clear_error(tmp_path):
     r = run_cli("curate", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "input not found" in r.stderr
 
 

@@ -1,0 +1,89 @@
+"""Deployment ``train/<kind>``: the training flow on a process work pool, run on demand
+(no schedule; training is started by people or by an upstream curate run). Register it
+against a running Prefect server (``PREFECT_API_URL``)::
+
+    python -m worldmill.deployments.train tokenizer --data /data/curated/shards \\
+        --out /runs/tok-cv --set run.steps=20000
+    prefect worker start --pool worldmill-process
+    prefect deployment run train/tokenizer                # or with --param overrides=[...]
+
+The stored parameters are validated with the same config models before registering, so a
+deployment can never carry a bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from worldmill.deployments.curate import POOL, ensure_pool
+
+
+def code_root() -> tuple[str, str]:
+    """(source dir, entrypoint) of flows/train.py, for editable and regular installs."""
+    import worldmill.flows
+
+    flows_dir = Path(worldmill.flows.__file__).resolve().parent
+    return str(flows_dir.parent), f"{flows_dir.name}/train.py:train"
+
+
+def parameters(
+    kind: str,
+    data: str,
+    out: str,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+) -> dict:
+    """Flow parameters for ``train``; raises ConfigError if the config would not validate."""
+    from worldmill.flows.train import resolve_config
+
+    resolve_config(kind, config_path, overrides)  # fail here, not on the worker
+    return {
+        "kind": kind,
+        "data": str(Path(data).absolute()),
+        "out": str(Path(out).absolute()),
+        "config_path": str(Path(config_path).absolute()) if config_path else None,
+        "overrides": list(overrides or []),
+        "resume": True,
+    }
+
+
+def deploy(params: dict, pool: str = POOL, name: str | None = None) -> str:
+    """Register (or update) ``train/<name>`` (default: the kind); returns the deployment id."""
+    from prefect import flow
+
+    ensure_pool(pool)
+    source, entrypoint = code_root()
+    remote = flow.from_source(source=source, entrypoint=entrypoint)
+    dep_id = remote.deploy(
+        name=name or params["kind"],
+        work_pool_name=pool,
+        parameters=params,
+        description=f"Train a {params['kind']} on curate shards (resumes from the latest "
+        "checkpoint of its run folder).",
+        tags=["worldmill", "train", params["kind"]],
+        print_next_steps=False,
+    )
+    return str(dep_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m worldmill.deployments.train", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("kind", default="tokenizer", nargs="?")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--pool", default=POOL)
+    p.add_argument("--name")
+    a = p.parse_args(argv)
+    params = parameters(a.kind, a.data, a.out, a.config, a.overrides)
+    dep_id = deploy(params, a.pool, a.name)
+    print(f"deployment train/{a.name or a.kind} ({dep_id}) on work pool {a.pool!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

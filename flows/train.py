@@ -1,0 +1,118 @@
+"""Training flows: a tracked, retryable Prefect flow around a torchrun trainer.
+
+``train`` validates the run config (a bad value fails before anything starts), writes
+RUN/config.json, launches ``torchrun -m <trainer>`` from the ``run_trainer`` task (trainer
+output streams into the Prefect logs line by line), and publishes RUN/metrics.json, the loss
+curve and the reconstruction grid as Prefect artifacts. When the trainer dies (crash,
+SIGKILL, preemption) the task fails and Prefect retries it; every retry resumes from the
+latest complete checkpoint in RUN/checkpoints/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.runtime import task_run
+
+from worldmill.config import load_config
+from worldmill.training import launch
+from worldmill.training.config import CONFIGS, TRAINER_MODULES
+
+
+def resolve_config(
+    kind: str,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    config: dict | None = None,
+) -> Any:
+    """Validated run config: defaults < YAML file < ``config`` dict < ``key=value`` overrides.
+    Raises ``worldmill.config.ConfigError`` (naming the key) on any bad value."""
+    from worldmill.config import ConfigError
+
+    if kind not in CONFIGS:
+        raise ConfigError(f"unknown training kind {kind!r}; choose from {sorted(CONFIGS)}")
+    return load_config(CONFIGS[kind], config_path, overrides, **(config or {}))
+
+
+@task(name="run-trainer", retries=2, retry_delay_seconds=2)
+def run_trainer(kind: str, data: str, out: str, resume: bool = False) -> str:
+    """Run the torchrun trainer for ``kind`` on RUN/config.json; stream its lines to the
+    Prefect log. Raises ``TrainerFailed`` on a non-zero exit (so Prefect retries); retries
+    (``run_count > 1``) always resume from the latest checkpoint."""
+    logger = get_run_logger()
+    attempt = task_run.run_count or 1
+    resume = resume or attempt > 1
+    cfg = json.loads((Path(out) / "config.json").read_text())
+    run = cfg["run"]
+    logger.info(
+        "attempt %d: launching %s on %d process(es)%s",
+        attempt,
+        TRAINER_MODULES[kind],
+        run["nproc"],
+        " (resume)" if resume else "",
+    )
+    args = ["--data", data, "--out", out, "--config", str(Path(out) / "config.json")]
+    launch.run_torchrun(
+        TRAINER_MODULES[kind],
+        args + (["--resume"] if resume else []),
+        nproc=run["nproc"],
+        log=logger.info,
+        threads_per_proc=run["threads_per_proc"],
+    )
+    return out
+
+
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+
+
+@task(name="publish-run-artifacts")
+def publish_artifacts(out: str, kind: str) -> dict:
+    """RUN/metrics.json -> table artifact; loss curve and reconstructions -> image and
+    markdown artifacts (PNG embedded as data URIs: the run folder may not be web-served)."""
+    run = Path(out)
+    m = json.loads((run / "metrics.json").read_text())
+    key = f"train-{kind}"
+    create_table_artifact(
+        key=f"{key}-metrics",
+        table=[{"metric": k, "value": v} for k, v in m.items()],
+        description=f"metrics of {out}",
+    )
+    md = [f"# {kind} run `{out}`", ""]
+    for name, title in (("loss.png", "loss curve"), ("recon.png", "reconstructions")):
+        if (run / name).is_file():
+            uri = _data_uri(run / name)
+            create_image_artifact(image_url=uri, key=f"{key}-{name[:-4]}", description=title)
+            md += [f"## {title}", f"![{title}]({uri})", ""]
+    create_markdown_artifact(key=f"{key}-report", markdown="\n".join(md), description=out)
+    return m
+
+
+@flow(name="train", log_prints=True)
+def train(
+    kind: str = "tokenizer",
+    data: str = "out/shards",
+    out: str = "runs/tokenizer",
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    config: dict | None = None,
+    resume: bool = False,
+) -> dict:
+    """Train a model of ``kind`` (``tokenizer``) on curate shards ``data`` into run folder
+    ``out`` (checkpoints/, log.jsonl, metrics.json, loss.png, recon.png). Returns metrics."""
+    cfg = resolve_config(kind, config_path, overrides, config)  # fails fast on bad values
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(cfg.model_dump_json(indent=2))
+    trainer = run_trainer.with_options(retries=cfg.run.retries)
+    trainer(kind, data, out, resume=resume)
+    return publish_artifacts(out, kind)

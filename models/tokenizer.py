@@ -1,0 +1,298 @@
+"""Causal video tokenizer (continuous CV or discrete DV), in the style of NVIDIA Cosmos.
+
+Reads top to bottom: config -> causal conv -> blocks -> encoder -> decoder -> tokenizer.
+
+Causality. Every temporal convolution pads on the left only, and temporal downsampling keeps
+the first frame on its own, so latent frame 0 depends only on input frame 0. A clip of
+``1 + k * t_c`` frames encodes to ``1 + k`` latent frames; a single image (T = 1) is a
+one-frame video and goes through the same network.
+
+Shapes (B batch, C=3, T frames, H x W pixels, t_c x s_c temporal x spatial compression)::
+
+    video   (B, 3, 1 + k*t_c, H, W)   floats in [-1, 1]
+    latent  (B, z, 1 + k,  H/s_c, W/s_c)   CV: z = latent_channels; DV: z = len(fsq_levels)
+    tokens  (B,    1 + k,  H/s_c, W/s_c)   DV only: int64 ids < prod(fsq_levels)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from worldmill.models.fsq import FSQ
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "cv"  # "cv" continuous latents, "dv" discrete FSQ tokens
+    temporal_compression: int = 4  # 4 or 8 (power of two); frames per latent after the first
+    spatial_compression: int = 8  # 8 or 16 (power of two, >= patch_size)
+    patch_size: int = 8  # lossless space-to-depth at the input: (p*p*3) channels at H/p
+    latent_channels: int = 16  # CV latent width z
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])  # DV: 64k codes
+    channels: int = 128  # width after the patchify stem
+    channel_mult: list[int] = field(default_factory=lambda: [1, 1])  # per stride-2 stage
+    blocks_per_level: int = 1  # residual blocks per level
+
+    def __post_init__(self) -> None:
+        for name in ("temporal_compression", "spatial_compression", "patch_size"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"{name} must be a power of two, got {v}")
+        if self.spatial_compression < self.patch_size:
+            raise ValueError("spatial_compression must be >= patch_size")
+        if self.kind not in ("cv", "dv"):
+            raise ValueError(f"kind must be 'cv' or 'dv', got {self.kind!r}")
+
+    @property
+    def z_channels(self) -> int:
+        return self.latent_channels if self.kind == "cv" else len(self.fsq_levels)
+
+    @property
+    def n_spatial_down(self) -> int:  # stride-2 stages after the patchify stem
+        return int(math.log2(self.spatial_compression // self.patch_size))
+
+    @property
+    def n_temporal_down(self) -> int:
+        return int(math.log2(self.temporal_compression))
+
+
+class CausalConv3d(nn.Module):
+    """3D conv, causal in time (left padding), 'same' in space (replicate padding).
+
+    ``stride_t = 2`` keeps the first frame on its own: output t reads inputs <= 2t, so
+    ``1 + 2m`` frames become ``1 + m``.
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: tuple[int, int, int],
+        stride_t: int = 1,
+        stride_s: int = 1,
+    ):
+        super().__init__()
+        kt, kh, kw = kernel
+        self.pad = (kw // 2, kw // 2, kh // 2, kh // 2, kt - 1, 0)  # (W, W, H, H, T_left, T_right)
+        self.conv = nn.Conv3d(c_in, c_out, kernel, stride=(stride_t, stride_s, stride_s))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W)
+        x = F.pad(x, self.pad, mode="replicate")
+        if self.conv.kernel_size[0] == 1 and self.conv.stride[0] == 1:
+            # Purely spatial: run as a 2D conv over frames, ~3x faster than conv3d on CPU.
+            t = x.shape[2]
+            y = F.conv2d(
+                rearrange(x, "b c t h w -> (b t) c h w"),
+                self.conv.weight[:, :, 0],
+                self.conv.bias,
+                stride=self.conv.stride[1:],
+            )
+            return rearrange(y, "(b t) c h w -> b c t h w", t=t)
+        return self.conv(x)
+
+
+class FactorizedConv(nn.Sequential):
+    """(2+1)D conv as in Cosmos: spatial 1x3x3 then causal temporal 3x1x1 (cheaper than 3x3x3)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(
+            CausalConv3d(c_in, c_out, (1, 3, 3)), CausalConv3d(c_out, c_out, (3, 1, 1))
+        )
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(min(32, c_in // 4), c_in)
+        self.conv1 = FactorizedConv(c_in, c_out)
+        self.norm2 = nn.GroupNorm(min(32, c_out // 4), c_out)
+        self.conv2 = FactorizedConv(c_out, c_out)
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # GroupNorm normalises per frame-group over (C, T, H, W); statistics include later
+        # frames, which would break causality, so normalise each frame on its own.
+        h = self.conv1(F.silu(_per_frame(self.norm1, x)))
+        h = self.conv2(F.silu(_per_frame(self.norm2, h)))
+        return self.skip(x) + h
+
+
+def _per_frame(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    t = x.shape[2]
+    y = norm(rearrange(x, "b c t h w -> (b t) c h w"))
+    return rearrange(y, "(b t) c h w -> b c t h w", t=t)
+
+
+class Down(nn.Module):
+    """Halve H, W (and T, first frame kept) with a strided causal conv."""
+
+    def __init__(self, c: int, time: bool):
+        super().__init__()
+        self.conv = CausalConv3d(
+            c, c, (3 if time else 1, 3, 3), stride_t=2 if time else 1, stride_s=2
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Up(nn.Module):
+    """Double H, W (and T: ``1 + m`` -> ``1 + 2m`` latent frames) by depth-to-space/time.
+
+    Each latent frame expands to 2 frames; the first expansion's leading frame is dropped,
+    mirroring ``Down`` so that output frame 0 still depends on latent frame 0 only.
+    """
+
+    def __init__(self, c: int, time: bool):
+        super().__init__()
+        self.rt = 2 if time else 1
+        self.conv = CausalConv3d(c, c * 4 * self.rt, (3 if time else 1, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = rearrange(
+            self.conv(x), "b (c rt rh rw) t h w -> b c (t rt) (h rh) (w rw)", rt=self.rt, rh=2, rw=2
+        )
+        return y[:, :, self.rt - 1 :]
+
+
+def _level_plan(cfg: TokenizerConfig) -> list[tuple[int, bool]]:
+    """(channels, also-downsample-time) per stride-2 stage, coarse levels last.
+
+    Time is compressed in the *last* stages (the cheapest, lowest-resolution ones); if there
+    are more temporal than spatial stages, the extra time-only halvings go at the end.
+    """
+    n_s, n_t = cfg.n_spatial_down, cfg.n_temporal_down
+    n = max(n_s, n_t)
+    mult = cfg.channel_mult + [cfg.channel_mult[-1]] * max(0, n + 1 - len(cfg.channel_mult))
+    return [(cfg.channels * mult[i + 1], i >= n - n_t) for i in range(n)]
+
+
+class TimeDown(nn.Module):  # time-only halving, used when t_c > s_c / patch_size
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = CausalConv3d(c, c, (3, 1, 1), stride_t=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class TimeUp(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = CausalConv3d(c, c * 2, (3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.conv(x), "b (c rt) t h w -> b c (t rt) h w", rt=2)[:, :, 1:]
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        p = cfg.patch_size
+        self.p = p
+        self.stem = CausalConv3d(3 * p * p, cfg.channels, (1, 3, 3))
+        layers: list[nn.Module] = []
+        c = cfg.channels
+        for i, (c_out, time) in enumerate(_level_plan(cfg)):
+            for _ in range(cfg.blocks_per_level):
+                layers.append(ResBlock(c, c_out))
+                c = c_out
+            spatial = i < cfg.n_spatial_down
+            layers.append(Down(c, time) if spatial else TimeDown(c))
+        for _ in range(cfg.blocks_per_level):
+            layers.append(ResBlock(c, c))
+        self.body = nn.Sequential(*layers)
+        self.norm = nn.GroupNorm(min(32, c // 4), c)
+        self.out = CausalConv3d(c, cfg.z_channels, (1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, 3, T, H, W) -> (B, 3*p*p, T, H/p, W/p): lossless patchify.
+        x = rearrange(x, "b c t (h ph) (w pw) -> b (c ph pw) t h w", ph=self.p, pw=self.p)
+        h = self.body(self.stem(x))
+        return self.out(F.silu(_per_frame(self.norm, h)))  # (B, z, T', H/s_c, W/s_c)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        p = cfg.patch_size
+        self.p = p
+        plan = _level_plan(cfg)
+        c = plan[-1][0] if plan else cfg.channels
+        self.stem = CausalConv3d(cfg.z_channels, c, (1, 3, 3))
+        layers: list[nn.Module] = [ResBlock(c, c) for _ in range(cfg.blocks_per_level)]
+        chans = [cfg.channels] + [c_ for c_, _ in plan]
+        for i in reversed(range(len(plan))):
+            spatial = i < cfg.n_spatial_down
+            layers.append(Up(c, plan[i][1]) if spatial else TimeUp(c))
+            for _ in range(cfg.blocks_per_level):
+                layers.append(ResBlock(c, chans[i]))
+                c = chans[i]
+        self.body = nn.Sequential(*layers)
+        self.norm = nn.GroupNorm(min(32, c // 4), c)
+        self.out = CausalConv3d(c, 3 * p * p, (1, 3, 3))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.body(self.stem(z))
+        x = self.out(F.silu(_per_frame(self.norm, h)))
+        return rearrange(x, "b (c ph pw) t h w -> b c t (h ph) (w pw)", ph=self.p, pw=self.p)
+
+
+class CausalVideoTokenizer(nn.Module):
+    """Encoder -> (FSQ for DV) -> decoder. ``forward`` returns the reconstruction."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.fsq = FSQ(cfg.fsq_levels) if cfg.kind == "dv" else None
+
+    def check_shape(self, video: torch.Tensor) -> None:
+        _, c, t, h, w = video.shape
+        s, tc = self.cfg.spatial_compression, self.cfg.temporal_compression
+        if c != 3 or (t - 1) % tc or h % s or w % s:
+            raise ValueError(
+                f"video (B, 3, T, H, W) needs T = 1 + k*{tc} and H, W divisible "
+                f"by {s}; got {tuple(video.shape)}"
+            )
+
+    def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(B, 3, T, H, W)`` in [-1, 1] -> (latent ``(B, z, T', h, w)``, tokens or None).
+
+        For DV the latent returned is the quantised code (what the decoder consumes).
+        """
+        self.check_shape(video)
+        z = self.encoder(video)
+        if self.fsq is None:
+            return z, None
+        codes, ids = self.fsq(rearrange(z, "b d t h w -> b t h w d"))
+        return rearrange(codes, "b t h w d -> b d t h w"), ids
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """``(B, z, T', h, w)`` -> video ``(B, 3, 1 + (T'-1)*t_c, H, W)``."""
+        return self.decoder(latent)
+
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """DV: ``(B, T', h, w)`` int64 ids -> video."""
+        assert self.fsq is not None, "decode_tokens needs a DV tokenizer"
+        return self.decode(rearrange(self.fsq.ids_to_codes(tokens), "b t h w d -> b d t h w"))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(video)[0])
+
+    @property
+    def vocab_size(self) -> int:
+        return self.fsq.codebook_size if self.fsq is not None else 0
+
+    def latent_numel(self, t: int, h: int, w: int) -> int:
+        """Number of latent values for a ``t x h x w`` clip (the budget a baseline gets)."""
+        c = self.cfg
+        t_lat = 1 + (t - 1) // c.temporal_compression
+        return c.z_channels * t_lat * (h // c.spatial_compression) * (w // c.spatial_compression)

@@ -1,0 +1,91 @@
+"""Causal video tokenizer and FSQ: shapes, causality, image/video sharing, token round trips."""
+
+import pytest
+import torch
+
+from worldmill.models.fsq import FSQ
+from worldmill.models.tokenizer import CausalVideoTokenizer, TokenizerConfig
+
+
+def _tok(**kw) -> CausalVideoTokenizer:
+    torch.manual_seed(0)
+    return CausalVideoTokenizer(TokenizerConfig(channels=16, **kw)).eval()
+
+
+@pytest.mark.parametrize("tc,sc", [(4, 8), (8, 8), (4, 16)])
+def test_shapes_follow_compression(tc, sc):
+    m = _tok(temporal_compression=tc, spatial_compression=sc)
+    video = torch.rand(2, 3, 1 + 2 * tc, 32, 48) * 2 - 1
+    z, tokens = m.encode(video)
+    assert tokens is None
+    assert z.shape == (2, 16, 3, 32 // sc, 48 // sc)
+    assert m.decode(z).shape == video.shape
+    assert m.latent_numel(1 + 2 * tc, 32, 48) == z[0].numel()
+
+
+def test_encoder_is_causal_and_first_frame_is_an_image():
+    m = _tok(temporal_compression=4)
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = m.encode(video)[0]  # (1, 16, 3, 4, 4): latent t covers frames <= 4t
+        image_z = m.encode(video[:, :, :1])[0]  # a still image is a 1-frame video
+        changed = video.clone()
+        changed[:, :, 5:] = torch.rand_like(changed[:, :, 5:])  # frames 5..8 -> latent 2 only
+        z2 = m.encode(changed)[0]
+        recon_image = m.decode(image_z)
+    assert image_z.shape[2] == 1 and recon_image.shape == (1, 3, 1, 32, 32)
+    torch.testing.assert_close(image_z[:, :, 0], z[:, :, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(z2[:, :, :2], z[:, :, :2], atol=1e-5, rtol=0)
+    assert (z2[:, :, 2] - z[:, :, 2]).abs().max() > 1e-3  # and the last one does change
+
+
+def test_decoder_is_causal():
+    m = _tok()
+    z = torch.randn(1, 16, 3, 4, 4)
+    with torch.no_grad():
+        a = m.decode(z)
+        z[:, :, 2] += 1
+        b = m.decode(z)
+    # latent frame 2 decodes to frames 5..8 only
+    torch.testing.assert_close(a[:, :, :5], b[:, :, :5], atol=1e-5, rtol=0)
+    assert (a[:, :, 5:] - b[:, :, 5:]).abs().max() > 1e-3
+
+
+def test_dv_tokens_round_trip_through_the_default_64k_vocab():
+    m = _tok(kind="dv")
+    assert m.vocab_size == 64_000
+    video = torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        codes, tokens = m.encode(video)
+        assert tokens.shape == (2, 2, 4, 4) and tokens.dtype == torch.int64
+        assert int(tokens.min()) >= 0 and int(tokens.max()) < 64_000
+        torch.testing.assert_close(m.decode_tokens(tokens), m.decode(codes))
+
+
+def test_bad_shapes_are_rejected_with_a_clear_message():
+    m = _tok()
+    with pytest.raises(ValueError, match="T = 1 \\+ k\\*4"):
+        m.encode(torch.zeros(1, 3, 8, 32, 32))
+    with pytest.raises(ValueError, match="power of two"):
+        TokenizerConfig(temporal_compression=3)
+
+
+def test_fsq_ids_and_codes_are_a_bijection():
+    fsq = FSQ([8, 5, 3])
+    ids = torch.arange(fsq.codebook_size)
+    codes = fsq.ids_to_codes(ids)
+    assert codes.abs().max() <= 1
+    assert torch.equal(fsq.codes_to_ids(codes), ids)
+    # quantising the codes' pre-images lands on the same ids
+    z = torch.randn(1000, 3) * 3
+    q, qid = fsq(z)
+    assert torch.equal(fsq.codes_to_ids(q), qid)
+    assert len(torch.unique(qid)) > 50
+
+
+def test_fsq_passes_gradients_straight_through():
+    fsq = FSQ([8, 8, 8, 5, 5, 5])
+    z = torch.randn(4, 6, requires_grad=True)
+    codes, _ = fsq(z)
+    codes.sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0

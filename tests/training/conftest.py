@@ -1,0 +1,25 @@
+import pytest
+
+from worldmill.training.sample_shards import write_sample_shards
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory):
+    """8 real H.264 clips (64x64, 24 frames, panning photos) in 2 WebDataset shards."""
+    return write_sample_shards(
+        tmp_path_factory.mktemp("shards"), n_clips=8, size=64, frames=24, clips_per_shard=5
+    )
+
+
+# A tokenizer small enough that a 2-rank torchrun step takes tens of milliseconds on CPU.
+TINY = [
+    "model.channels=8",
+    "model.channel_mult=[1, 1]",
+    "model.latent_channels=4",
+    "data.num_frames=5",
+    "data.crop=32",
+    "data.batch_size=1",
+    "data.holdout=2",
+    "optim.warmup_steps=2",
+    "run.nproc=2",
+]

@@ -1,0 +1,26 @@
+"""The training deployment registers validated parameters on a real (temporary) server."""
+
+import pytest
+
+from worldmill.config import ConfigError
+from worldmill.deployments import train as dep
+
+
+def test_bad_config_never_becomes_a_deployment(tmp_path):
+    with pytest.raises(ConfigError, match="run.steps"):
+        dep.parameters("tokenizer", str(tmp_path), str(tmp_path / "run"), None, ["run.steps=-1"])
+
+
+def test_deploy_registers_train_flow_with_resume(tmp_path, shards):
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    params = dep.parameters("tokenizer", str(shards), str(tmp_path / "run"), None, ["run.steps=5"])
+    with prefect_test_harness(server_startup_timeout=120):
+        dep_id = dep.deploy(params, pool="test-train-pool")
+        with get_client(sync_client=True) as client:
+            d = client.read_deployment(dep_id)
+            flow = client.read_flow(d.flow_id)
+    assert flow.name == "train" and d.name == "tokenizer"
+    assert d.parameters["overrides"] == ["run.steps=5"] and d.parameters["resume"] is True
+    assert d.entrypoint.endswith("train.py:train")

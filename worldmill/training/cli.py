@@ -1,0 +1,82 @@
+"""``worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]``.
+
+Runs the Prefect ``train`` flow (tracked, retried, artifacts). ``--no-prefect`` runs the
+same torchrun trainer directly (no retries, no artifacts) for quick local debugging.
+Exit codes: 0 ok, 2 bad configuration (nothing was started), 1 training failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from worldmill.config import ConfigError
+from worldmill.training.config import CONFIGS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="worldmill train", description=__doc__.splitlines()[0])
+    ap.add_argument("kind", choices=sorted(CONFIGS), help="what to train")
+    ap.add_argument("--data", required=True, help="curate shards folder (SHARDS/**/*.tar)")
+    ap.add_argument("--out", required=True, help="run folder (checkpoints/, metrics.json, ...)")
+    ap.add_argument("--config", help="run config YAML")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="override a config value, e.g. --set run.steps=500 (repeatable)",
+    )
+    ap.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest")
+    ap.add_argument(
+        "--no-prefect",
+        action="store_true",
+        help="run torchrun directly, without the Prefect flow (no retries)",
+    )
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    a = build_parser().parse_args(argv)
+    # Imported here: Prefect and torch load in ~seconds; `--help` should not wait for them.
+    from worldmill.flows.train import resolve_config, train
+    from worldmill.training import launch
+    from worldmill.training.config import TRAINER_MODULES
+    from worldmill.training.data import list_shards
+
+    try:
+        cfg = resolve_config(a.kind, a.config, a.overrides)
+        list_shards(a.data)  # no shards: a clear error before anything starts
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if a.no_prefect:
+            run = Path(a.out)
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "config.json").write_text(cfg.model_dump_json(indent=2))
+            args = ["--data", a.data, "--out", a.out, "--config", str(run / "config.json")]
+            launch.run_torchrun(
+                TRAINER_MODULES[a.kind],
+                args + (["--resume"] if a.resume else []),
+                nproc=cfg.run.nproc,
+                threads_per_proc=cfg.run.threads_per_proc,
+            )
+            metrics = json.loads((run / "metrics.json").read_text())
+        else:
+            metrics = train(
+                kind=a.kind,
+                data=a.data,
+                out=a.out,
+                config_path=a.config,
+                overrides=a.overrides,
+                resume=a.resume,
+            )
+    except launch.TrainerFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(metrics, indent=2))
+    return 0

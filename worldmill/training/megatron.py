@@ -1,0 +1,179 @@
+"""The one module that imports ``megatron.core``.
+
+Everything Megatron-specific that worldmill uses goes through here: process-group and
+model-parallel setup, the RNG tracker, ``dist_checkpointing`` save/load, sharded-tensor
+wrappers, and a small GPT builder (local spec) for the GPT training kind and the benches.
+
+CPU adaptation. megatron-core 0.16.1 assumes CUDA in a few places; with CPU-only torch we
+(1) build models with ``TransformerConfig(use_cpu_initialization=True)``, (2) seed the
+tensor-parallel RNG tracker with ``initialize_rng_tracker(inference_rng_tracker=True)``
+instead of ``model_parallel_cuda_manual_seed`` (which calls into ``torch.cuda``), (3) swap
+``parallel_state._GLOBAL_MEMORY_BUFFER`` for one that allocates on CPU, and (4) shim
+``torch.cuda.synchronize`` / ``torch.cuda.current_device`` *only while*
+``dist_checkpointing.save``/``load`` run. All of it is applied only when CUDA is absent;
+on a GPU the real Megatron paths run untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+with warnings.catch_warnings():
+    # "Transformer Engine and Apex are not installed": expected; local fallbacks are used.
+    warnings.simplefilter("ignore", UserWarning)
+    from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+    from megatron.core.dist_checkpointing import ShardedObject, ShardedTensor
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from megatron.core.transformer.transformer_config import TransformerConfig
+    from megatron.core.utils import GlobalMemoryBuffer
+
+CPU = not torch.cuda.is_available()
+
+__all__ = [
+    "CPU",
+    "ShardedObject",
+    "ShardedTensor",
+    "build_gpt",
+    "destroy",
+    "init",
+    "load",
+    "save",
+    "seed_rng",
+    "tp_rank",
+    "tp_size",
+]
+
+
+class _CPUMemoryBuffer(GlobalMemoryBuffer):
+    """``GlobalMemoryBuffer`` whose scratch tensors live on CPU (the stock one asks CUDA)."""
+
+    def get_tensor(self, tensor_shape, dtype, name, mem_alloc_context=None):  # noqa: D401
+        required = functools.reduce(lambda a, b: a * b, tensor_shape, 1)
+        buf = self.buffer.get((name, dtype))
+        if buf is None or buf.numel() < required:
+            buf = self.buffer[(name, dtype)] = torch.empty(required, dtype=dtype)
+        return buf[:required].view(*tensor_shape)
+
+
+@contextlib.contextmanager
+def _cuda_shims() -> Iterator[None]:
+    """Make the two CUDA calls in dist_checkpointing harmless on CPU, for this block only."""
+    if not CPU:
+        yield
+        return
+    sync, cur = torch.cuda.synchronize, torch.cuda.current_device
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.current_device = lambda: "cpu"  # used as a device= argument
+    try:
+        yield
+    finally:
+        torch.cuda.synchronize, torch.cuda.current_device = sync, cur
+
+
+def init(tensor_parallel: int = 1, seed: int = 0) -> None:
+    """Join the torchrun process group (gloo on CPU, nccl on GPU) and set up model parallelism.
+
+    Reads RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT from the environment that torchrun sets;
+    without them (plain ``python``) a single-process group is created.
+    """
+    if not dist.is_initialized():
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        if not CPU:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("gloo" if CPU else "nccl")
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=tensor_parallel)
+    if CPU:
+        parallel_state._GLOBAL_MEMORY_BUFFER = _CPUMemoryBuffer()
+    seed_rng(seed)
+
+
+def seed_rng(seed: int) -> None:
+    """Seed torch and Megatron's tensor-parallel RNG tracker (same seed on every rank)."""
+    torch.manual_seed(seed)
+    if CPU:
+        tensor_parallel.random.initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)
+    else:
+        tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+
+def destroy() -> None:
+    """Tear down model parallelism and the process group (end of a training process)."""
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def tp_rank() -> int:
+    return parallel_state.get_tensor_model_parallel_rank()
+
+
+def tp_size() -> int:
+    return parallel_state.get_tensor_model_parallel_world_size()
+
+
+def save(sharded_state_dict: dict[str, Any], checkpoint_dir: str) -> None:
+    """Collective: write a distributed checkpoint (every rank calls this)."""
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    with _cuda_shims():
+        dist_checkpointing.save(sharded_state_dict, checkpoint_dir)
+
+
+def load(sharded_state_dict: dict[str, Any], checkpoint_dir: str) -> dict[str, Any]:
+    """Collective: read a distributed checkpoint into tensors shaped like the template.
+
+    The template's ShardedTensors say which slice each rank wants, so a checkpoint written
+    with one tensor-parallel size loads into another (resharding).
+    """
+    with _cuda_shims():
+        return dist_checkpointing.load(sharded_state_dict, checkpoint_dir)
+
+
+def build_gpt(
+    vocab_size: int,
+    max_seq_len: int,
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    ffn_hidden_size: int | None = None,
+) -> GPTModel:
+    """A megatron-core ``GPTModel`` with the local (non Transformer-Engine) layer spec."""
+    cfg = TransformerConfig(
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        num_attention_heads=num_heads,
+        ffn_hidden_size=ffn_hidden_size or 4 * hidden_size,
+        use_cpu_initialization=CPU,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=tp_size(),
+    )
+    return GPTModel(
+        config=cfg,
+        transformer_layer_spec=get_gpt_layer_local_spec(),
+        vocab_size=vocab_size,
+        max_sequence_length=max_seq_len,
+        position_embedding_type="learned_absolute",
+        share_embeddings_and_output_weights=True,
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

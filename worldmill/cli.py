@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         from worldmill.training.cli import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "encode":
+        from worldmill.training.cli import encode_main
+
+        return encode_main(argv[1:])
     if argv and argv[0] == "deploy":
         from worldmill.deployments.curate import main as deploy_main
 
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     j.set_defaults(fn=_json)
     sub.add_parser("deploy", help="register curate/nightly on the Prefect server (see --help)")
     sub.add_parser("train", help="launch a training run (see 'worldmill train --help')")
+    sub.add_parser("encode", help="encode a shard set to latents/tokens with a trained tokenizer")
 
     args = p.parse_args(argv)
     return args.fn(args)

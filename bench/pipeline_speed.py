@@ -65,15 +65,56 @@ def ffmpeg_pass(videos, out_dir: Path, cfg: CurateConfig) -> float:
     return time.perf_counter() - t0
 
 
+def upscale(raw: Path, height: int) -> None:
+    """Re-encode every readable video of the corpus to ``height`` (bad files stay as they are)."""
+    for p in sorted(raw.iterdir()):
+        if p.suffix != ".mp4" or p.stat().st_size < 4096:
+            continue
+        tmp = p.with_name("up_" + p.name)
+        r = subprocess.run(
+            [
+                ffmpeg_bin(),
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(p),
+                "-vf",
+                f"scale=-2:{height}",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "20",
+                "-pix_fmt",
+                "yuv420p",
+                str(tmp),
+            ]
+        )
+        if r.returncode == 0:
+            os.replace(tmp, p)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/wm-bench")
+    ap.add_argument(
+        "--height",
+        type=int,
+        default=0,
+        help="re-encode the corpus to this height (e.g. 720) first: real footage is HD",
+    )
     a = ap.parse_args()
     work = Path(a.workdir)
     shutil.rmtree(work, ignore_errors=True)
     raw = work / "raw"
     generate(raw, seed=a.seed)
+    if a.height:
+        upscale(raw, a.height)
     cfg = CurateConfig(input=str(raw), out=str(work / "out"))
     res = ingest(str(raw), [], cfg.extensions, cache_dir=str(work / "cache"))
     videos = [v for v in res.todo if v.status == OK]

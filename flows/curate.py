@@ -12,6 +12,7 @@ rows.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
-from worldmill.cluster import make_task_runner
+from worldmill.cluster import make_task_runner, runner_spec
 from worldmill.config import CurateConfig
 from worldmill.records import Video
 from worldmill.stages import load_stages
@@ -62,6 +63,7 @@ def curate_dag(config: CurateConfig) -> dict:
     if leftover:
         log.info("committed %d results left by an interrupted run", leftover)
 
+    _warm_text_embedder(config)
     ing = ingest_task(
         config.input,
         store.video_rows(),
@@ -103,6 +105,16 @@ def curate_dag(config: CurateConfig) -> dict:
     if infra_errors:
         raise RuntimeError(f"{len(infra_errors)} process-video task(s) failed: {infra_errors[0]}")
     return summary
+
+
+def _warm_text_embedder(config: CurateConfig) -> None:
+    """Load the caption embedder in the background while videos are processed. Only with
+    thread workers: the embed task then runs in this process and finds it loaded."""
+    kwargs = runner_spec(config.dask).get("cluster_kwargs", {})
+    if kwargs.get("processes") is False:
+        from worldmill.tasks.embed import text_embedder
+
+        threading.Thread(target=text_embedder, args=(config.embed.text_model,), daemon=True).start()
 
 
 def commit_staging(store: Store, run_id: str) -> int:

@@ -1,6 +1,14 @@
 """Causal video tokenizer (continuous CV or discrete DV), in the style of NVIDIA Cosmos.
 
-Reads top to bottom: config -> causal conv -> blocks -> encoder -> decoder -> tokenizer.
+Reads top to bottom: config -> causal conv -> blocks -> encoder -> decoder -> linear patch
+codec -> tokenizer.
+
+Two paths, summed. A *linear patch codec* maps each ``t_c x s_c x s_c`` block of pixels to
+``z`` latent values with one matrix (and back with another), initialised from a PCA of
+training blocks: a strong codec from step 0 that already exploits temporal redundancy.
+The nonlinear encoder / decoder (causal conv stacks) add a learned residual to the latent
+and to the reconstruction; their output layers start at zero, so training starts at the
+PCA codec and only improves on it.
 
 Causality. Every temporal convolution pads on the left only, and temporal downsampling keeps
 the first frame on its own, so latent frame 0 depends only on input frame 0. A clip of
@@ -38,6 +46,7 @@ class TokenizerConfig:
     channels: int = 128  # width after the patchify stem
     channel_mult: list[int] = field(default_factory=lambda: [1, 1])  # per stride-2 stage
     blocks_per_level: int = 1  # residual blocks per level
+    linear_path: bool = True  # add the linear (PCA-initialisable) patch codec around the convs
 
     def __post_init__(self) -> None:
         for name in ("temporal_compression", "spatial_compression", "patch_size"):
@@ -210,6 +219,8 @@ class Encoder(nn.Module):
         self.body = nn.Sequential(*layers)
         self.norm = nn.GroupNorm(min(32, c // 4), c)
         self.out = CausalConv3d(c, cfg.z_channels, (1, 1, 1))
+        if cfg.linear_path:  # a residual on the patch codec's latent: start at zero
+            _zero(self.out.conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, 3, T, H, W) -> (B, 3*p*p, T, H/p, W/p): lossless patchify.
@@ -237,11 +248,69 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(*layers)
         self.norm = nn.GroupNorm(min(32, c // 4), c)
         self.out = CausalConv3d(c, 3 * p * p, (1, 3, 3))
+        if cfg.linear_path:  # a residual on the patch codec's reconstruction: start at zero
+            _zero(self.out.conv)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.body(self.stem(z))
         x = self.out(F.silu(_per_frame(self.norm, h)))
         return rearrange(x, "b (c ph pw) t h w -> b c t (h ph) (w pw)", ph=self.p, pw=self.p)
+
+
+def _zero(m: nn.Module) -> None:
+    nn.init.zeros_(m.weight)
+    nn.init.zeros_(m.bias)
+
+
+class PatchCodec(nn.Module):
+    """Linear codec on ``t_c x s_c x s_c`` pixel blocks: ``D = 3*t_c*s_c*s_c`` values -> ``z``.
+
+    Causal and image-compatible: the first frame is repeated ``t_c - 1`` times in front, so
+    block 0 is frame 0 alone (a still image) and block k >= 1 is frames ``(k-1)*t_c+1 ..
+    k*t_c``; decoding drops the ``t_c - 1`` padding frames again.
+    """
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.tc, self.s = cfg.temporal_compression, cfg.spatial_compression
+        d = 3 * self.tc * self.s * self.s
+        self.enc = nn.Linear(d, cfg.z_channels)
+        self.dec = nn.Linear(cfg.z_channels, d)
+
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, 1 + k*t_c, H, W)`` -> ``(B, 1 + k, H/s_c, W/s_c, D)``."""
+        x = torch.cat([x[:, :, :1].expand(-1, -1, self.tc - 1, -1, -1), x], 2)
+        return rearrange(
+            x, "b c (t pt) (h ph) (w pw) -> b t h w (c pt ph pw)", pt=self.tc, ph=self.s, pw=self.s
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, z, T', h, w)
+        return rearrange(self.enc(self.blocks(x)), "b t h w z -> b z t h w")
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:  # (B, z, T', h, w) -> (B, 3, T, H, W)
+        y = self.dec(rearrange(z, "b z t h w -> b t h w z"))
+        y = rearrange(
+            y, "b t h w (c pt ph pw) -> b c (t pt) (h ph) (w pw)", pt=self.tc, ph=self.s, pw=self.s
+        )
+        return y[:, :, self.tc - 1 :]
+
+    @torch.no_grad()
+    def init_pca(self, videos: torch.Tensor, whiten: bool = False) -> torch.Tensor:
+        """Set encoder/decoder to the top-``z`` principal components of the blocks of
+        ``videos`` ``(N, 3, T, H, W)``. ``whiten`` scales each latent channel to ~unit
+        spread (+-2 sigma -> +-1, for FSQ's bounded range). Returns the explained-variance
+        fraction of each component."""
+        x = self.blocks(videos).reshape(-1, self.enc.in_features).double()
+        mu = x.mean(0)
+        evals, evecs = torch.linalg.eigh((x - mu).T @ (x - mu) / len(x))  # ascending
+        k = self.enc.out_features
+        p = evecs[:, -k:].flip(1).T  # (z, D) top components first
+        scale = 2 * evals[-k:].flip(0).clamp_min(1e-12).sqrt() if whiten else torch.ones(k)
+        self.enc.weight.copy_(p / scale[:, None])
+        self.enc.bias.copy_(-(p @ mu) / scale)
+        self.dec.weight.copy_(p.T * scale[None, :])
+        self.dec.bias.copy_(mu)
+        return (evals.flip(0)[:k] / evals.sum()).float()
 
 
 class CausalVideoTokenizer(nn.Module):
@@ -252,6 +321,7 @@ class CausalVideoTokenizer(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        self.patch = PatchCodec(cfg) if cfg.linear_path else None
         self.fsq = FSQ(cfg.fsq_levels) if cfg.kind == "dv" else None
 
     def check_shape(self, video: torch.Tensor) -> None:
@@ -270,6 +340,8 @@ class CausalVideoTokenizer(nn.Module):
         """
         self.check_shape(video)
         z = self.encoder(video)
+        if self.patch is not None:
+            z = z + self.patch.encode(video)
         if self.fsq is None:
             return z, None
         codes, ids = self.fsq(rearrange(z, "b d t h w -> b t h w d"))
@@ -277,7 +349,8 @@ class CausalVideoTokenizer(nn.Module):
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """``(B, z, T', h, w)`` -> video ``(B, 3, 1 + (T'-1)*t_c, H, W)``."""
-        return self.decoder(latent)
+        x = self.decoder(latent)
+        return x if self.patch is None else x + self.patch.decode(latent)
 
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """DV: ``(B, T', h, w)`` int64 ids -> video."""
@@ -286,6 +359,13 @@ class CausalVideoTokenizer(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(video)[0])
+
+    def init_from_data(self, videos: torch.Tensor) -> torch.Tensor | None:
+        """PCA-initialise the linear patch codec from training clips ``(N, 3, T, H, W)``
+        (call once, before training). Returns the explained variance per latent channel."""
+        if self.patch is None:
+            return None
+        return self.patch.init_pca(videos, whiten=self.fsq is not None)
 
     @property
     def vocab_size(self) -> int:

@@ -53,8 +53,7 @@ from worldmill.tasks.filter_motion import (
     ANALYSIS_WIDTH,
     analysis_frames,
     camera_motion_stats,
-    flow_fields,
-    to_gray,
+    clip_flow,
 )
 from worldmill.tasks.filter_text import ocr_frames
 
@@ -209,7 +208,7 @@ def clip_facts(
     frames = analysis_frames(view)  # (T, H, 320, 3) uint8 RGB at 4 fps
     idx = np.linspace(0, len(frames) - 1, num=min(n_frames, len(frames))).round().astype(int)
     keyframes = frames[idx]  # same frames as view.keyframes(n_frames, 320)
-    flow = flow_fields(to_gray(frames, 160))  # (T-1, h, 160, 2)
+    flow = clip_flow(view, 160)  # (T-1, h, 160, 2), shared with the motion stage
     stats = camera_motion_stats(flow, ANALYSIS_FPS)
     motion, speed = classify_camera(stats, static_speed)
     if "ocr_text" in clip.extra:  # the text stage already ran: reuse its OCR

@@ -120,7 +120,10 @@ def camera_motion_stats(flow: np.ndarray, fps: float) -> dict[str, float]:
 
 def clip_flow(view: ClipView, flow_width: int = 160) -> np.ndarray:
     """Optical flow of the clip's analysis frames at ``flow_width``: ``(N, H, W, 2)``."""
-    return flow_fields(to_gray(analysis_frames(view), flow_width))
+    # Memoised on the view: the captioner reads the same flow field.
+    return view.memo(
+        ("flow", flow_width), lambda: flow_fields(to_gray(analysis_frames(view), flow_width))
+    )
 
 
 def run(

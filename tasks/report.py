@@ -21,13 +21,14 @@ log = logging.getLogger(__name__)
 THUMB_W, THUMB_H = 160, 90  # contact-sheet cell, pixels
 
 
-def _thumb(uri: str) -> np.ndarray | None:
-    """Middle frame of a clip as a (THUMB_H, THUMB_W, 3) uint8 RGB image."""
+def _thumb(uri: str, duration_s: float) -> np.ndarray | None:
+    """Middle frame of a clip as a (THUMB_H, THUMB_W, 3) uint8 RGB image (one seek, a few
+    frames decoded, not the whole clip)."""
     try:
-        frames = decode_frames(uri, THUMB_W, THUMB_H, fps=1.0)
+        frames = decode_frames(uri, THUMB_W, THUMB_H, start_s=duration_s / 2, duration_s=0.25)
     except (MediaError, OSError):
         return None
-    return frames[len(frames) // 2]
+    return frames[0]
 
 
 def contact_sheet(rows: list[dict], path: Path, cols: int = 6, max_cells: int = 36) -> int:
@@ -39,7 +40,7 @@ def contact_sheet(rows: list[dict], path: Path, cols: int = 6, max_cells: int = 
     pad = 4
     sheet = np.full((n_rows * (THUMB_H + pad) + pad, cols * (THUMB_W + pad) + pad, 3), 24, np.uint8)
     for i, r in enumerate(rows):
-        img = _thumb(r["clip_uri"])
+        img = _thumb(r["clip_uri"], r["end_s"] - r["start_s"])
         if img is None:
             continue
         img = np.array(img, copy=True)  # decoded frames are read-only views
@@ -91,6 +92,8 @@ def build_report(out: str, run_id: str, summary: dict, dedup_info: dict | None) 
     cols = [
         "clip_id",
         "clip_uri",
+        "start_s",
+        "end_s",
         "kept",
         "reject_reason",
         "motion_score",

@@ -164,6 +164,13 @@ class ClipView:
             self._cache[key] = decode_frames(self.uri, width, height, fps=sample_fps, gray=gray)
         return self._cache[key]
 
+    def memo(self, key: tuple, compute):
+        """Cache any result derived from this clip (e.g. optical flow) under ``key`` so
+        that stages sharing it compute it once: ``view.memo(("flow", 160), fn)``."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
     def keyframes(self, n: int = 3, width: int = 320) -> np.ndarray:
         """``n`` frames evenly spread over the clip, ``(n, H, W, 3)`` uint8 RGB."""
         allf = self.frames(width=width, sample_fps=4.0)

@@ -29,6 +29,7 @@ class TokenizerModelConfig(_Model):
     channels: int = Field(128, ge=8)  # multiple of 8 (GroupNorm groups)
     channel_mult: list[int] = Field(default_factory=lambda: [1, 1], min_length=1)
     blocks_per_level: int = Field(1, ge=1, le=8)
+    linear_path: bool = True  # linear patch codec (PCA-initialised) around the conv stacks
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerModelConfig:

@@ -87,6 +87,8 @@ def upscale(raw: Path, height: int) -> None:
                 "veryfast",
                 "-crf",
                 "20",
+                "-threads",
+                "1",  # deterministic bytes: exact copies stay exact copies
                 "-pix_fmt",
                 "yuv420p",
                 str(tmp),

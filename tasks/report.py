@@ -4,6 +4,7 @@ rejected clips, score histograms and the dedup similarity curve, written under
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -151,6 +152,36 @@ def markdown(summary: dict, dedup_info: dict | None, files: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _data_uri(path: str, max_width: int = 1000) -> str:
+    """A PNG on disk as a compact JPEG data URI, so the Prefect UI shows it inline."""
+    img = cv2.imread(path)
+    if img is None:
+        return ""
+    if img.shape[1] > max_width:
+        img = cv2.resize(
+            img,
+            (max_width, int(img.shape[0] * max_width / img.shape[1])),
+            interpolation=cv2.INTER_AREA,
+        )
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode() if ok else ""
+
+
+def artifact_markdown(rep: dict) -> str:
+    """The report's markdown with its figures inlined."""
+    md = rep["markdown"]
+    for key, title in [
+        ("contact_sheet", "Contact sheet (green: kept, red: rejected)"),
+        ("score_histograms", "Score histograms"),
+        ("dedup_similarity", "Dedup similarity"),
+    ]:
+        path = rep["files"].get(key)
+        uri = _data_uri(path) if path else ""
+        if uri:
+            md += f"\n## {title}\n\n![{key}]({uri})\n"
+    return md
+
+
 @task(name="report", retries=1)
 def report_task(out: str, run_id: str, summary: dict, dedup_info: dict | None) -> dict:
     """Prefect task: write the report and publish it as artifacts (markdown + table)."""
@@ -158,7 +189,7 @@ def report_task(out: str, run_id: str, summary: dict, dedup_info: dict | None) -
 
     rep = build_report(out, run_id, summary, dedup_info)
     create_markdown_artifact(
-        key="curation-report", markdown=rep["markdown"], description="worldmill curate"
+        key="curation-report", markdown=artifact_markdown(rep), description="worldmill curate"
     )
     table = [{"reason": k, "clips": v} for k, v in summary.get("run_reject_reasons", {}).items()]
     table.append({"reason": "kept", "clips": summary.get("run_kept", 0)})

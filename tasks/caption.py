@@ -65,28 +65,29 @@ DEFAULT_PROMPT = (
 
 # --------------------------------------------------------------------------- detectors
 
-_lock = threading.Lock()
-_detectors: dict[str, Any] = {}
+# One detector of each kind per thread: OpenCV's CascadeClassifier keeps per-call state and
+# is not safe to share between the Dask worker threads of `worldmill curate`.
+_local = threading.local()
 
 
 def _face_detector() -> cv2.CascadeClassifier:
-    with _lock:
-        if "face" not in _detectors:
-            path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-            det = cv2.CascadeClassifier(path)
-            if det.empty():
-                raise RuntimeError(f"cannot load Haar cascade {path}")
-            _detectors["face"] = det
-        return _detectors["face"]
+    det = getattr(_local, "face", None)
+    if det is None:
+        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        det = cv2.CascadeClassifier(path)
+        if det.empty():
+            raise RuntimeError(f"cannot load Haar cascade {path}")
+        _local.face = det
+    return det
 
 
 def _people_detector() -> cv2.HOGDescriptor:
-    with _lock:
-        if "people" not in _detectors:
-            hog = cv2.HOGDescriptor()
-            hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-            _detectors["people"] = hog
-        return _detectors["people"]
+    hog = getattr(_local, "people", None)
+    if hog is None:
+        hog = cv2.HOGDescriptor()
+        hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        _local.people = hog
+    return hog
 
 
 def count_faces(frames: np.ndarray) -> int:

@@ -103,6 +103,16 @@ class CausalConv3d(nn.Module):
                 stride=self.conv.stride[1:],
             )
             return rearrange(y, "(b t) c h w -> b c t h w", t=t)
+        if self.conv.kernel_size[1:] == (1, 1) and self.conv.stride[1:] == (1, 1):
+            # Purely temporal: a 1D conv over time per pixel (CPU conv3d has no fast kernel).
+            h, w = x.shape[-2:]
+            y = F.conv1d(
+                rearrange(x, "b c t h w -> (b h w) c t"),
+                self.conv.weight[:, :, :, 0, 0],
+                self.conv.bias,
+                stride=self.conv.stride[0],
+            )
+            return rearrange(y, "(b h w) c t -> b c t h w", h=h, w=w)
         return self.conv(x)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ def run_curate(cfg: CurateConfig) -> dict | None:
     """Run the flow here; None (after a clear message) if the flow failed."""
     from worldmill.flows.curate import curate
 
+    # Dask's scheduler/worker chatter (and a benign CommClosedError traceback printed when
+    # in-process workers close) drowns the run's own progress lines; keep its warnings.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed.batched").setLevel(logging.CRITICAL)
     try:
         return curate(cfg)
     except Exception as e:  # the flow failed: say why, exit non-zero

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from einops import rearrange
 
 from worldmill.models.fsq import FSQ
 from worldmill.models.tokenizer import CausalVideoTokenizer, TokenizerConfig
@@ -89,3 +90,34 @@ def test_fsq_passes_gradients_straight_through():
     codes, _ = fsq(z)
     codes.sum().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("tc", [4, 8])
+def test_pca_init_makes_the_tokenizer_exact_on_rank_z_block_data(tc):
+    """Videos whose t_c x 8 x 8 blocks lie in a z-dim affine subspace are reconstructed
+    exactly after PCA init: the conv paths start at zero, the patch codec is the PCA."""
+    m = _tok(temporal_compression=tc, latent_channels=8)
+    # 8 random 8x8 RGB images as a basis; each latent frame shows a mix held for t_c frames
+    basis = torch.randn(8, 3 * 8 * 8) * 0.1
+    images = rearrange(
+        torch.randn(4, 3, 4, 4, 8) @ basis, "n t h w (c a b) -> n c t (h a) (w b)", a=8, b=8
+    )
+    video = torch.cat([images[:, :, :1], images[:, :, 1:].repeat_interleave(tc, 2)], 2)
+    with torch.no_grad():
+        explained = m.init_from_data(video)
+        recon = m(video)
+    assert recon.shape == video.shape
+    assert float(explained.sum()) > 0.999
+    torch.testing.assert_close(recon, video, atol=1e-4, rtol=0)
+
+
+def test_without_the_linear_path_shapes_and_causality_hold():
+    m = _tok(linear_path=False)
+    assert m.patch is None and m.init_from_data(torch.zeros(1, 3, 5, 32, 32)) is None
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = m.encode(video)[0]
+        changed = video.clone()
+        changed[:, :, 5:] = 0
+        torch.testing.assert_close(m.encode(changed)[0][:, :, :2], z[:, :, :2], atol=1e-5, rtol=0)
+    assert z.shape == (1, 16, 3, 4, 4) and m.decode(z).shape == video.shape

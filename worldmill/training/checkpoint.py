@@ -205,3 +205,16 @@ def load(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict
     if same_world:
         _set_rng_state(sd["rng"])
     return meta
+
+
+def load_model(path: str | Path, model: nn.Module) -> dict:
+    """Collective: restore only the model weights (inference, e.g. ``worldmill encode``), in
+    any world size. Returns the checkpoint's meta."""
+    meta = json.loads((Path(path) / META).read_text())
+    sd = mc.load(model_sharded(model, template=True), str(path))
+    m = _unwrap(model)
+    m.load_state_dict(
+        {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")},
+        strict=not hasattr(m, "sharded_state_dict"),
+    )
+    return meta

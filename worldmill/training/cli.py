@@ -1,8 +1,12 @@
-"""``worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]``.
+"""``worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]``
+and ``worldmill encode --run RUN --data SHARDS --out LATENTS``.
 
 Runs the Prefect ``train`` flow (tracked, retried, artifacts). ``--no-prefect`` runs the
 same torchrun trainer directly (no retries, no artifacts) for quick local debugging.
 Exit codes: 0 ok, 2 bad configuration (nothing was started), 1 training failed.
+``encode`` writes a trained tokenizer's latents / tokens of every clip as WebDataset shards
+(see ``worldmill.training.encode``); exit 2 when the run has no checkpoint or there are no
+shards.
 """
 
 from __future__ import annotations
@@ -79,4 +83,34 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_encode_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="worldmill encode",
+        description="encode every clip of a shard set with a trained tokenizer",
+    )
+    ap.add_argument("--run", required=True, help="tokenizer run folder (config.json, checkpoints/)")
+    ap.add_argument("--data", required=True, help="curate shards folder (SHARDS/**/*.tar)")
+    ap.add_argument("--out", required=True, help="output folder for latent/token shards")
+    return ap
+
+
+def encode_main(argv: list[str]) -> int:
+    a = build_encode_parser().parse_args(argv)
+    from worldmill.training.data import list_shards
+    from worldmill.training.encode import encode_shards
+
+    try:
+        list_shards(a.data)
+        if not (Path(a.run) / "config.json").is_file():
+            raise FileNotFoundError(f"{a.run} is not a training run (no config.json)")
+        manifest = encode_shards(a.run, a.data, a.out)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = len(manifest["clips"])
+    print(f"encoded {n} clips with {manifest['kind']} tokenizer {a.run} ({manifest['checkpoint']})")
+    print(f"  -> {a.out} in {manifest['seconds']} s")
     return 0

@@ -43,9 +43,9 @@ class TokenizerModelConfig(_Model):
 
 
 class DataConfig(_Model):
-    width: int = Field(64, ge=16)  # decode width in pixels (height keeps aspect)
+    width: int = Field(96, ge=16)  # decode width in pixels (height keeps aspect)
     fps: float = Field(0.0, ge=0)  # resample to this frame rate; 0 = keep the clip's
-    crop: int = Field(64, ge=8)  # square training / eval crop, pixels
+    crop: int = Field(64, ge=8)  # square crop: random for training, centre for eval
     num_frames: int = Field(9, ge=1)  # frames per training clip: 1 + k * temporal_compression
     batch_size: int = Field(2, ge=1)  # clips per rank per step
     holdout: int = Field(2, ge=1)  # clips held out for evaluation (never trained on)
@@ -57,11 +57,12 @@ class OptimConfig(_Model):
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0)  # 0 = off
+    pca_init_clips: int = Field(64, ge=0)  # training crops for the patch codec's PCA; 0 = off
 
 
 class RunConfig(_Model):
-    steps: int = Field(300, ge=1)  # optimizer steps in total (a resumed run continues to this)
-    checkpoint_every: int = Field(50, ge=1)  # steps between dist checkpoints (and at the end)
+    steps: int = Field(600, ge=1)  # optimizer steps in total (a resumed run continues to this)
+    checkpoint_every: int = Field(100, ge=1)  # steps between dist checkpoints (and at the end)
     keep_checkpoints: int = Field(2, ge=1)
     nproc: int = Field(2, ge=1)  # torchrun processes (data-parallel ranks)
     threads_per_proc: int = Field(1, ge=1)  # torch intra-op threads per rank

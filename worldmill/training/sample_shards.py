@@ -61,15 +61,19 @@ def pan_clip(photo: np.ndarray, size: int, frames: int, rng: np.random.Generator
 
 def write_sample_shards(
     out: str | Path,
-    n_clips: int = 12,
-    size: int = 64,
+    n_clips: int = 16,
+    size: int = 96,
     frames: int = 24,
     fps: float = 8.0,
     clips_per_shard: int = 5,
     seed: int = 0,
-    bucket: str = "64p_1x1_3s",
+    bucket: str | None = None,
 ) -> Path:
-    """Write ``n_clips`` panning clips into ``OUT/<bucket>/shard-XXXXXX.tar``. Returns OUT."""
+    """Write ``n_clips`` panning clips into ``OUT/<bucket>/shard-XXXXXX.tar``. Returns OUT.
+
+    The defaults (16 clips, one per photo, 96x96, 24 frames) are the CPU-sized tokenizer
+    run's data: the 2 held-out clips are photos the tokenizer never sees in training."""
+    bucket = bucket or f"{size}p_1x1_{frames / fps:g}s"
     import webdataset as wds
 
     from worldmill.synth import write_video
@@ -113,3 +117,22 @@ def write_sample_shards(
             writer.close()
     (out / "manifest.json").write_text(json.dumps({"clips": n_clips}))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worldmill.training.sample_shards OUT [--clips N] [--size PX]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="write tiny curate-format shards (panning photos)")
+    ap.add_argument("out")
+    ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    out = write_sample_shards(a.out, n_clips=a.clips, size=a.size, seed=a.seed)
+    print(f"wrote {a.clips} clips ({a.size}x{a.size}) to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

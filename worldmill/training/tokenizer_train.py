@@ -47,6 +47,22 @@ def lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
     return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def pca_init(model: CausalVideoTokenizer, stream: data.ResumableClipStream, cfg) -> None:
+    """Fresh run: set the linear patch codec to the PCA of ``optim.pca_init_clips`` training
+    crops. The crops are rank 0's first batches (a pure function of the seed), so every rank
+    computes the same weights; the training stream itself is untouched."""
+    n = cfg.optim.pca_init_clips
+    if n == 0 or model.patch is None:
+        return
+    s0 = data.ResumableClipStream(
+        stream.refs, n, stream.t, stream.size, cfg.data.width, cfg.data.fps, seed=cfg.run.seed
+    )
+    s0.cache = stream.cache  # share decoded clips
+    explained = model.init_from_data(s0.batch(0))
+    if dist.get_rank() == 0:
+        print(f"patch codec PCA on {n} crops: {float(explained.sum()):.3f} variance kept", flush=True)
+
+
 def loss_fn(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     # L1 for sharpness + MSE (what PSNR measures); no perceptual loss (needs pretrained nets).
     return F.l1_loss(recon, video) + F.mse_loss(recon, video)
@@ -85,12 +101,14 @@ def train(data_root: str, out: str, cfg: TokenizerTrainConfig, resume: bool) -> 
     )
 
     model = build_model(cfg)
+    ck = checkpoint.latest(run) if resume else None
+    if ck is None:  # fresh run (a resumed one loads the weights below)
+        pca_init(model, stream, cfg)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
     )
     start, wall0 = 0, 0.0
-    ck = checkpoint.latest(run) if resume else None
     if ck is not None:
         meta = checkpoint.load(ck[0], ddp, opt)
         start, wall0 = meta["step"], meta["extra"].get("train_seconds", 0.0)

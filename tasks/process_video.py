@@ -46,7 +46,8 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
         c.extra["source_width"], c.extra["source_height"] = video.width, video.height
     clip_dir = os.path.join(cfg.out, "clips", video.video_id)
     transcode_clips(video, clips, clip_dir, cfg.transcode)
-    stages = load_stages([*cfg.stages, VISUAL_STAGE])
+    visual = VISUAL_STAGE.model_copy(update={"module": cfg.embed.visual_module})
+    stages = load_stages([*cfg.stages, visual])
     for c in clips:
         if not c.clip_uri:  # rejected before transcode (too short) or transcode failed
             continue

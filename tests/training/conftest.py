@@ -17,6 +17,7 @@ TINY = [
     "model.channel_mult=[1, 1]",
     "model.latent_channels=4",
     "data.num_frames=5",
+    "data.width=64",
     "data.crop=32",
     "data.batch_size=1",
     "data.holdout=2",

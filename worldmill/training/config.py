@@ -43,7 +43,7 @@ class TokenizerModelConfig(_Model):
 
 
 class DataConfig(_Model):
-    width: int = Field(96, ge=16)  # decode width in pixels (height keeps aspect)
+    width: int = Field(96, ge=16)  # decode width, px (height keeps aspect); sample shards: 96
     fps: float = Field(0.0, ge=0)  # resample to this frame rate; 0 = keep the clip's
     crop: int = Field(64, ge=8)  # square crop: random for training, centre for eval
     num_frames: int = Field(9, ge=1)  # frames per training clip: 1 + k * temporal_compression

@@ -5,6 +5,10 @@
 
 (``worldmill train tokenizer`` writes RUN/config.json and launches this from a Prefect task.)
 
+A fresh run first sets the tokenizer's linear patch codec to the PCA of
+``optim.pca_init_clips`` training crops (the conv paths start at zero around it), so step 0
+is already a codec that beats the bicubic baseline; training then improves on it.
+
 Per step: each rank draws its slice of the global batch from the resumable clip stream,
 DDP all-reduces gradients (gloo on CPU, nccl on GPU), AdamW steps. Rank 0 appends
 ``{"step", "loss", ...}`` to RUN/log.jsonl (``loss`` is the mean over ranks). Every
@@ -47,7 +51,9 @@ def lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
     return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def pca_init(model: CausalVideoTokenizer, stream: data.ResumableClipStream, cfg) -> None:
+def pca_init(
+    model: CausalVideoTokenizer, stream: data.ResumableClipStream, cfg: TokenizerTrainConfig
+) -> None:
     """Fresh run: set the linear patch codec to the PCA of ``optim.pca_init_clips`` training
     crops. The crops are rank 0's first batches (a pure function of the seed), so every rank
     computes the same weights; the training stream itself is untouched."""
@@ -60,7 +66,9 @@ def pca_init(model: CausalVideoTokenizer, stream: data.ResumableClipStream, cfg)
     s0.cache = stream.cache  # share decoded clips
     explained = model.init_from_data(s0.batch(0))
     if dist.get_rank() == 0:
-        print(f"patch codec PCA on {n} crops: {float(explained.sum()):.3f} variance kept", flush=True)
+        print(
+            f"patch codec PCA on {n} crops: {float(explained.sum()):.3f} variance kept", flush=True
+        )
 
 
 def loss_fn(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:

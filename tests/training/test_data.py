@@ -69,3 +69,38 @@ def test_pack_greedy_fills_bins_without_overflow():
     assert sorted(i for b in bins for i in b) == list(range(6))
     assert all(sum(len(seqs[i]) for i in b) <= 8 for b in bins)
     assert len(bins) == 3  # 24 tokens in bins of 8: optimal
+
+
+def test_decode_keeps_the_short_side_for_landscape_and_portrait_clips(tmp_path):
+    """curate writes 16:9 (and portrait) clips: the short side must reach the crop size."""
+    import numpy as np
+    import webdataset as wds
+
+    from worldmill.synth import write_video
+
+    rng = np.random.default_rng(0)
+    shard_dir = tmp_path / "shards" / "180p_16x9_0-5s"
+    shard_dir.mkdir(parents=True)
+    with wds.TarWriter(str(shard_dir / "r-000000.tar")) as tw:
+        for key, (h, w) in {"land_0000": (180, 320), "port_0000": (320, 180)}.items():
+            mp4 = write_video(
+                tmp_path / f"{key}.mp4", rng.integers(0, 255, (9, h, w, 3), dtype=np.uint8), 8
+            )
+            meta = {"clip_id": key, "width": w, "height": h, "fps": 8.0, "num_frames": 9}
+            tw.write({"__key__": key, "mp4": mp4.read_bytes(), "json": meta, "txt": "x"})
+    refs = {r.clip_id: r for r in data.index_shards(tmp_path / "shards")}
+    land = data.decode_clip(refs["land_0000"], 96)
+    port = data.decode_clip(refs["port_0000"], 96)
+    assert land.shape[1:3] == (96, 170) and port.shape[1:3] == (170, 96)
+    assert data.crop(land, 9, 96, None).shape == (9, 96, 96, 3)
+
+
+def test_holdout_never_splits_a_source_video():
+    refs = [
+        data.ClipRef(clip_id=f"v{v}_{i:04d}", shard="", member="", meta={"video_id": f"v{v}"})
+        for v in range(5)
+        for i in range(3)
+    ]
+    train, held = data.split_holdout(refs, 2)
+    assert len(held) == 3  # one whole video (3 clips) covers the 2 asked for
+    assert {r.meta["video_id"] for r in train}.isdisjoint({r.meta["video_id"] for r in held})

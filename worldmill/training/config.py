@@ -43,12 +43,16 @@ class TokenizerModelConfig(_Model):
 
 
 class DataConfig(_Model):
-    width: int = Field(96, ge=16)  # decode width, px (height keeps aspect); sample shards: 96
+    width: int = Field(
+        96, ge=16
+    )  # decode size of the short side, px (aspect kept); sample shards: 96
     fps: float = Field(0.0, ge=0)  # resample to this frame rate; 0 = keep the clip's
     crop: int = Field(64, ge=8)  # square crop: random for training, centre for eval
     num_frames: int = Field(9, ge=1)  # frames per training clip: 1 + k * temporal_compression
     batch_size: int = Field(2, ge=1)  # clips per rank per step
-    holdout: int = Field(2, ge=1)  # clips held out for evaluation (never trained on)
+    holdout: int = Field(
+        4, ge=1
+    )  # clips held out for evaluation, whole source videos (never trained on)
 
 
 class OptimConfig(_Model):

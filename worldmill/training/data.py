@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmill.media import decode_frames
+from worldmill.media import decode_frames, probe
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,28 @@ def index_shards(root: str | Path) -> list[ClipRef]:
 
 
 def split_holdout(refs: list[ClipRef], n_holdout: int) -> tuple[list[ClipRef], list[ClipRef]]:
-    """(train, held-out). Held-out = the ``n_holdout`` clips with the smallest sha1(clip_id):
-    stable when shards are added, independent of shard order."""
+    """(train, held-out). Held-out = at least ``n_holdout`` clips, taken whole source video
+    by source video (``meta["video_id"]``, else the clip itself) in order of
+    sha1(video id): no source video has clips on both sides, stable when shards are added,
+    independent of shard order."""
     if n_holdout >= len(refs):
         raise ValueError(
             f"need more than {n_holdout} clips to hold {n_holdout} out, found {len(refs)}"
         )
-    ranked = sorted(refs, key=lambda r: hashlib.sha1(r.clip_id.encode()).hexdigest())
-    held = {r.clip_id for r in ranked[:n_holdout]}
+
+    def group(r: ClipRef) -> str:
+        return str(r.meta.get("video_id") or r.clip_id)
+
+    groups: dict[str, list[ClipRef]] = {}
+    for r in refs:
+        groups.setdefault(group(r), []).append(r)
+    held: set[str] = set()
+    for g in sorted(groups, key=lambda g: hashlib.sha1(g.encode()).hexdigest()):
+        if len(held) >= n_holdout:
+            break
+        held.update(r.clip_id for r in groups[g])
+    if len(held) >= len(refs):
+        raise ValueError(f"holding out {n_holdout} clips would leave no source video to train on")
     return [r for r in refs if r.clip_id not in held], [r for r in refs if r.clip_id in held]
 
 
@@ -88,14 +102,25 @@ def read_member(ref: ClipRef) -> bytes:
         return f.read()
 
 
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2)) * 2)
+
+
 def decode_clip(ref: ClipRef, width: int, fps: float = 0.0) -> np.ndarray:
-    """mp4 bytes -> ``(T, H, W, 3)`` uint8 at ``width`` (height keeps aspect, even)."""
+    """mp4 bytes -> ``(T, H, W, 3)`` uint8 whose *short* side is ``width`` pixels (aspect
+    kept, sides even), so landscape, portrait and square clips all fit a ``width`` crop."""
     with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
         tmp.write(read_member(ref))
         tmp.flush()
         w0, h0 = ref.meta.get("width"), ref.meta.get("height")
-        height = max(2, int(round(h0 * width / w0 / 2)) * 2) if w0 and h0 else None
-        return decode_frames(tmp.name, width, height, fps=fps or None)
+        if not (w0 and h0):
+            info = probe(tmp.name)
+            w0, h0 = info.width, info.height
+        if w0 >= h0:
+            w, h = _even(w0 * width / h0), _even(width)
+        else:
+            w, h = _even(width), _even(h0 * width / w0)
+        return decode_frames(tmp.name, w, h, fps=fps or None)
 
 
 class ClipCache:

@@ -19,12 +19,13 @@ CRON = "0 2 * * *"  # 02:00 every day
 TIMEZONE = "UTC"
 
 
-def code_root() -> tuple[str, str]:
-    """(source dir, entrypoint) for the flow file, for editable and regular installs alike."""
+def code_root(entry: str = "curate.py:curate") -> tuple[str, str]:
+    """(source dir, entrypoint) of a flow in ``flows/`` (``entry`` = "file.py:flow"), for
+    editable and regular installs alike."""
     import worldmill.flows
 
     flows_dir = Path(worldmill.flows.__file__).resolve().parent
-    return str(flows_dir.parent), f"{flows_dir.name}/curate.py:curate"
+    return str(flows_dir.parent), f"{flows_dir.name}/{entry}"
 
 
 def ensure_pool(name: str = POOL) -> None:

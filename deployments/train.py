@@ -16,15 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from worldmill.deployments.curate import POOL, ensure_pool
-
-
-def code_root() -> tuple[str, str]:
-    """(source dir, entrypoint) of flows/train.py, for editable and regular installs."""
-    import worldmill.flows
-
-    flows_dir = Path(worldmill.flows.__file__).resolve().parent
-    return str(flows_dir.parent), f"{flows_dir.name}/train.py:train"
+from worldmill.deployments.curate import POOL, code_root, ensure_pool
 
 
 def parameters(
@@ -53,7 +45,7 @@ def deploy(params: dict, pool: str = POOL, name: str | None = None) -> str:
     from prefect import flow
 
     ensure_pool(pool)
-    source, entrypoint = code_root()
+    source, entrypoint = code_root("train.py:train")
     remote = flow.from_source(source=source, entrypoint=entrypoint)
     dep_id = remote.deploy(
         name=name or params["kind"],

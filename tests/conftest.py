@@ -15,7 +15,7 @@ _HOME = tempfile.mkdtemp(prefix="worldmill-prefect-")
 os.environ.setdefault("PREFECT_HOME", _HOME)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# INFO so that flows send their log lines to the server (tests read them back).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 WORLDMILL = [sys.executable, "-m", "worldmill.cli"]

@@ -88,3 +88,43 @@ def test_sigkill_mid_run_then_flow_retry_resumes_with_identical_losses(shards, t
         assert isinstance(result[k], float)
     assert json.loads((run / "metrics.json").read_text())["steps"] == STEPS
     assert (run / "loss.png").stat().st_size > 1000 and (run / "recon.png").stat().st_size > 1000
+
+    _assert_visible_in_prefect(attempts=2)
+
+
+def _assert_visible_in_prefect(attempts: int) -> None:
+    """The run, its retry, the trainer's streamed log lines and the artifacts are recorded
+    by the Prefect server (here the test session's own server, SQLite)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["train"])))
+        fr = max(runs, key=lambda r: r.start_time or r.created)
+        assert fr.state.is_completed(), fr.state
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id]))
+        )
+        trainer = [t for t in tasks if t.name.startswith("run-trainer")]
+        assert len(trainer) == 1 and trainer[0].run_count == attempts, [
+            (t.name, t.run_count) for t in tasks
+        ]
+        assert trainer[0].state.is_completed()
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[fr.id])))
+        assert any("rank" in lg.message.lower() or "step" in lg.message.lower() for lg in logs), (
+            len(logs)
+        )
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[fr.id]))
+        )
+        kinds = {a.type for a in arts}
+        assert {"table", "markdown"} <= kinds, kinds

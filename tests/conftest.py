@@ -3,6 +3,7 @@ and never touches a model hub."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # INFO so that flows send their log lines to the server (tests read them back).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# Prefect logs "Stopping temporary server" from an atexit hook, after pytest has closed
+# the streams it captured; don't print a "Logging error" traceback for that at exit.
+logging.raiseExceptions = False
 
 WORLDMILL = [sys.executable, "-m", "worldmill.cli"]
 

@@ -60,13 +60,14 @@ def run_trainer(kind: str, data: str, out: str, resume: bool = False) -> str:
         run["nproc"],
         " (resume)" if resume else "",
     )
-    args = ["--data", data, "--out", out, "--config", str(Path(out) / "config.json")]
-    launch.run_torchrun(
+    launch.launch_trainer(
         TRAINER_MODULES[kind],
-        args + (["--resume"] if resume else []),
+        data,
+        out,
         nproc=run["nproc"],
-        log=logger.info,
         threads_per_proc=run["threads_per_proc"],
+        resume=resume,
+        log=logger.info,
     )
     return out
 
@@ -110,9 +111,7 @@ def train(
     """Train a model of ``kind`` (``tokenizer``) on curate shards ``data`` into run folder
     ``out`` (checkpoints/, log.jsonl, metrics.json, loss.png, recon.png). Returns metrics."""
     cfg = resolve_config(kind, config_path, overrides, config)  # fails fast on bad values
-    run = Path(out)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(cfg.model_dump_json(indent=2))
+    launch.write_run_config(out, cfg)
     trainer = run_trainer.with_options(retries=cfg.run.retries)
     trainer(kind, data, out, resume=resume)
     return publish_artifacts(out, kind)

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from worldmill.config import TranscodeConfig
-from worldmill.media import MediaError, ffmpeg_bin, probe
+from worldmill.media import MediaError, even, ffmpeg_bin, probe
 from worldmill.records import Clip, Video
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ def output_size(video: Video, cfg: TranscodeConfig) -> tuple[int, int]:
     """(width, height), both even, never upscaled, aspect kept."""
     h = min(cfg.height, video.height)
     h -= h % 2
-    w = int(round(video.width * h / video.height / 2)) * 2
-    return max(w, 2), max(h, 2)
+    return even(video.width * h / video.height), max(h, 2)
 
 
 def _filters(video: Video, cfg: TranscodeConfig) -> str:

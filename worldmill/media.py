@@ -32,6 +32,11 @@ def ffprobe_bin() -> str:
     return path
 
 
+def even(x: float) -> int:
+    """Round a frame side to the nearest even number >= 2 (yuv420p needs even sides)."""
+    return max(2, int(round(x / 2)) * 2)
+
+
 @dataclass
 class ProbeInfo:
     duration_s: float
@@ -113,7 +118,7 @@ def decode_frames(
     """
     if height is None:
         info = probe(path)
-        height = max(2, int(round(info.height * width / info.width / 2)) * 2)
+        height = even(info.height * width / info.width)
     vf = []
     if fps:
         vf.append(f"fps={fps}")
@@ -160,7 +165,7 @@ class ClipView:
         if key not in self._cache:
             height = None
             if self.width and self.height:
-                height = max(2, int(round(self.height * width / self.width / 2)) * 2)
+                height = even(self.height * width / self.width)
             self._cache[key] = decode_frames(self.uri, width, height, fps=sample_fps, gray=gray)
         return self._cache[key]
 

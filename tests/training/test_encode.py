@@ -20,13 +20,9 @@ def _tiny_run(shards, run, kind: str):
     cfg = resolve_config(
         "tokenizer", None, TINY + [f"model.kind={kind}", "run.steps=2", "run.nproc=1"]
     )
-    run.mkdir()
-    (run / "config.json").write_text(cfg.model_dump_json())
-    launch.run_torchrun(
-        "worldmill.training.tokenizer_train",
-        ["--data", str(shards), "--out", str(run), "--config", str(run / "config.json")],
-        nproc=1,
-        log=lambda _: None,
+    launch.write_run_config(run, cfg)
+    launch.launch_trainer(
+        "worldmill.training.tokenizer_train", shards, run, nproc=1, log=lambda _: None
     )
     return cfg
 

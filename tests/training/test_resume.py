@@ -23,13 +23,9 @@ RUN = TINY + [f"run.steps={STEPS}", f"run.checkpoint_every={EVERY}"]
 
 def _uninterrupted(shards: Path, out: Path) -> list[dict]:
     cfg = resolve_config("tokenizer", None, RUN)
-    out.mkdir(parents=True)
-    (out / "config.json").write_text(cfg.model_dump_json())
-    launch.run_torchrun(
-        "worldmill.training.tokenizer_train",
-        ["--data", str(shards), "--out", str(out), "--config", str(out / "config.json")],
-        nproc=2,
-        log=lambda _: None,
+    launch.write_run_config(out, cfg)
+    launch.launch_trainer(
+        "worldmill.training.tokenizer_train", shards, out, nproc=2, log=lambda _: None
     )
     return metrics.read_log(out / "log.jsonl")
 

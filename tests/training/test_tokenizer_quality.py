@@ -26,13 +26,9 @@ def test_short_run_loss_falls(shards, tmp_path):
         "tokenizer", None, TINY + ["run.steps=100", "optim.pca_init_clips=0", "optim.lr=1e-2"]
     )
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text(cfg.model_dump_json())
-    launch.run_torchrun(
-        "worldmill.training.tokenizer_train",
-        ["--data", str(shards), "--out", str(run), "--config", str(run / "config.json")],
-        nproc=2,
-        log=lambda _: None,
+    launch.write_run_config(run, cfg)
+    launch.launch_trainer(
+        "worldmill.training.tokenizer_train", shards, run, nproc=2, log=lambda _: None
     )
     loss = [r["loss"] for r in metrics.read_log(run / "log.jsonl")]
     assert len(loss) == 100

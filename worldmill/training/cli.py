@@ -59,17 +59,16 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         if a.no_prefect:
-            run = Path(a.out)
-            run.mkdir(parents=True, exist_ok=True)
-            (run / "config.json").write_text(cfg.model_dump_json(indent=2))
-            args = ["--data", a.data, "--out", a.out, "--config", str(run / "config.json")]
-            launch.run_torchrun(
+            launch.write_run_config(a.out, cfg)
+            launch.launch_trainer(
                 TRAINER_MODULES[a.kind],
-                args + (["--resume"] if a.resume else []),
+                a.data,
+                a.out,
                 nproc=cfg.run.nproc,
                 threads_per_proc=cfg.run.threads_per_proc,
+                resume=a.resume,
             )
-            metrics = json.loads((run / "metrics.json").read_text())
+            metrics = json.loads((Path(a.out) / "metrics.json").read_text())
         else:
             metrics = train(
                 kind=a.kind,

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from worldmill.config import StrictModel
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class TokenizerModelConfig(_Model):
+class TokenizerModelConfig(StrictModel):
     """Mirrors ``worldmill.models.tokenizer.TokenizerConfig`` (see its comments)."""
 
     kind: Literal["cv", "dv"] = "cv"  # continuous latents / discrete FSQ tokens
@@ -42,7 +40,7 @@ class TokenizerModelConfig(_Model):
         return self
 
 
-class DataConfig(_Model):
+class DataConfig(StrictModel):
     width: int = Field(
         96, ge=16
     )  # decode size of the short side, px (aspect kept); sample shards: 96
@@ -55,7 +53,7 @@ class DataConfig(_Model):
     )  # clips held out for evaluation, whole source videos (never trained on)
 
 
-class OptimConfig(_Model):
+class OptimConfig(StrictModel):
     lr: float = Field(1e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decay ends at lr * min_lr_ratio
     warmup_steps: int = Field(20, ge=0)
@@ -64,7 +62,7 @@ class OptimConfig(_Model):
     pca_init_clips: int = Field(64, ge=0)  # training crops for the patch codec's PCA; 0 = off
 
 
-class RunConfig(_Model):
+class RunConfig(StrictModel):
     steps: int = Field(600, ge=1)  # optimizer steps in total (a resumed run continues to this)
     checkpoint_every: int = Field(100, ge=1)  # steps between dist checkpoints (and at the end)
     keep_checkpoints: int = Field(2, ge=1)
@@ -75,7 +73,7 @@ class RunConfig(_Model):
     eval_max_clips: int = Field(16, ge=1)
 
 
-class TokenizerTrainConfig(_Model):
+class TokenizerTrainConfig(StrictModel):
     """``worldmill train tokenizer``: a causal video tokenizer trained on curate shards."""
 
     model: TokenizerModelConfig = Field(default_factory=TokenizerModelConfig)
@@ -100,5 +98,5 @@ class TokenizerTrainConfig(_Model):
         return self
 
 
-CONFIGS: dict[str, type[_Model]] = {"tokenizer": TokenizerTrainConfig}
+CONFIGS: dict[str, type[StrictModel]] = {"tokenizer": TokenizerTrainConfig}
 TRAINER_MODULES: dict[str, str] = {"tokenizer": "worldmill.training.tokenizer_train"}

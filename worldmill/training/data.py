@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmill.media import decode_frames, probe
+from worldmill.media import decode_frames, even, probe
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,6 @@ def read_member(ref: ClipRef) -> bytes:
         return f.read()
 
 
-def _even(x: float) -> int:
-    return max(2, int(round(x / 2)) * 2)
-
-
 def decode_clip(ref: ClipRef, width: int, fps: float = 0.0) -> np.ndarray:
     """mp4 bytes -> ``(T, H, W, 3)`` uint8 whose *short* side is ``width`` pixels (aspect
     kept, sides even), so landscape, portrait and square clips all fit a ``width`` crop."""
@@ -117,9 +113,9 @@ def decode_clip(ref: ClipRef, width: int, fps: float = 0.0) -> np.ndarray:
             info = probe(tmp.name)
             w0, h0 = info.width, info.height
         if w0 >= h0:
-            w, h = _even(w0 * width / h0), _even(width)
+            w, h = even(w0 * width / h0), even(width)
         else:
-            w, h = _even(width), _even(h0 * width / w0)
+            w, h = even(width), even(h0 * width / w0)
         return decode_frames(tmp.name, w, h, fps=fps or None)
 
 

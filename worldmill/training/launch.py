@@ -17,6 +17,8 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 
 class TrainerFailed(RuntimeError):
@@ -105,3 +107,30 @@ def run_torchrun(
     if rc != 0:
         raise TrainerFailed(rc, list(tail))
     return rc
+
+
+def write_run_config(out: str | Path, cfg: Any) -> Path:
+    """Write the validated run config (a pydantic model) to ``RUN/config.json``; the trainer
+    reads it from there. Returns its path."""
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / "config.json"
+    path.write_text(cfg.model_dump_json(indent=2))
+    return path
+
+
+def launch_trainer(
+    module: str,
+    data: str | Path,
+    out: str | Path,
+    nproc: int,
+    threads_per_proc: int = 1,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> int:
+    """torchrun the trainer ``module`` on ``data`` with ``RUN/config.json`` (written by
+    ``write_run_config``); ``resume`` continues from RUN/checkpoints/latest."""
+    args = ["--data", str(data), "--out", str(out), "--config", str(Path(out) / "config.json")]
+    if resume:
+        args.append("--resume")
+    return run_torchrun(module, args, nproc=nproc, log=log, threads_per_proc=threads_per_proc)

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from worldmill.flows.train import resolve_config
 from worldmill.training import launch, metrics
+from worldmill.training.registry import resolve_config
 from worldmill.training.sample_shards import write_sample_shards
 
 
@@ -43,12 +43,7 @@ def main() -> None:
         run.mkdir()
         (run / "config.json").write_text(cfg.model_dump_json())
         t = time.perf_counter()
-        launch.run_torchrun(
-            "worldmill.training.tokenizer_train",
-            ["--data", str(shards), "--out", str(run), "--config", str(run / "config.json")],
-            nproc=a.nproc,
-            log=lambda _: None,
-        )
+        launch.launch_trainer("tokenizer", shards, run, nproc=a.nproc, log=lambda _: None)
         wall = time.perf_counter() - t
         log = metrics.read_log(run / "log.jsonl")
         dt = (log[-1]["seconds"] - log[0]["seconds"]) / max(1, len(log) - 1)

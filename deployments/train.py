@@ -27,7 +27,7 @@ def parameters(
     overrides: list[str] | None = None,
 ) -> dict:
     """Flow parameters for ``train``; raises ConfigError if the config would not validate."""
-    from worldmill.flows.train import resolve_config
+    from worldmill.training.registry import resolve_config
 
     resolve_config(kind, config_path, overrides)  # fail here, not on the worker
     return {

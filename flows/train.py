@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -23,24 +22,11 @@ from prefect.artifacts import (
 )
 from prefect.runtime import task_run
 
-from worldmill.config import load_config
 from worldmill.training import launch
-from worldmill.training.config import CONFIGS, TRAINER_MODULES
+from worldmill.training.loop import FIGURES
+from worldmill.training.registry import resolve_config
 
-
-def resolve_config(
-    kind: str,
-    config_path: str | None = None,
-    overrides: list[str] | None = None,
-    config: dict | None = None,
-) -> Any:
-    """Validated run config: defaults < YAML file < ``config`` dict < ``key=value`` overrides.
-    Raises ``worldmill.config.ConfigError`` (naming the key) on any bad value."""
-    from worldmill.config import ConfigError
-
-    if kind not in CONFIGS:
-        raise ConfigError(f"unknown training kind {kind!r}; choose from {sorted(CONFIGS)}")
-    return load_config(CONFIGS[kind], config_path, overrides, **(config or {}))
+__all__ = ["publish_artifacts", "resolve_config", "run_trainer", "train"]
 
 
 @task(name="run-trainer", retries=2, retry_delay_seconds=2)
@@ -54,14 +40,14 @@ def run_trainer(kind: str, data: str, out: str, resume: bool = False) -> str:
     cfg = json.loads((Path(out) / "config.json").read_text())
     run = cfg["run"]
     logger.info(
-        "attempt %d: launching %s on %d process(es)%s",
+        "attempt %d: launching the %s trainer on %d process(es)%s",
         attempt,
-        TRAINER_MODULES[kind],
+        kind,
         run["nproc"],
         " (resume)" if resume else "",
     )
     launch.launch_trainer(
-        TRAINER_MODULES[kind],
+        kind,
         data,
         out,
         nproc=run["nproc"],
@@ -78,8 +64,8 @@ def _data_uri(png: Path) -> str:
 
 @task(name="publish-run-artifacts")
 def publish_artifacts(out: str, kind: str) -> dict:
-    """RUN/metrics.json -> table artifact; loss curve and reconstructions -> image and
-    markdown artifacts (PNG embedded as data URIs: the run folder may not be web-served)."""
+    """RUN/metrics.json -> table artifact; the figures the run lists in RUN/figures.json
+    (loss curve, the kind's own plots) -> image and markdown artifacts (PNG embedded as data URIs: the run folder may not be web-served)."""
     run = Path(out)
     m = json.loads((run / "metrics.json").read_text())
     key = f"train-{kind}"
@@ -89,7 +75,8 @@ def publish_artifacts(out: str, kind: str) -> dict:
         description=f"metrics of {out}",
     )
     md = [f"# {kind} run `{out}`", ""]
-    for name, title in (("loss.png", "loss curve"), ("recon.png", "reconstructions")):
+    figures = json.loads((run / FIGURES).read_text()) if (run / FIGURES).is_file() else {}
+    for name, title in figures.items():
         if (run / name).is_file():
             uri = _data_uri(run / name)
             create_image_artifact(image_url=uri, key=f"{key}-{name[:-4]}", description=title)
@@ -108,8 +95,9 @@ def train(
     config: dict | None = None,
     resume: bool = False,
 ) -> dict:
-    """Train a model of ``kind`` (``tokenizer``) on curate shards ``data`` into run folder
-    ``out`` (checkpoints/, log.jsonl, metrics.json, loss.png, recon.png). Returns metrics."""
+    """Train a model of ``kind`` (see ``worldmill.training.registry.kinds()``) on curate shards
+    ``data`` into run folder ``out`` (checkpoints/, log.jsonl, metrics.json, figures).
+    Returns the metrics."""
     cfg = resolve_config(kind, config_path, overrides, config)  # fails fast on bad values
     launch.write_run_config(out, cfg)
     trainer = run_trainer.with_options(retries=cfg.run.retries)

@@ -4,7 +4,7 @@ import pytest
 
 from worldmill.config import ConfigError, load_config
 from worldmill.training import cli
-from worldmill.training.config import TokenizerTrainConfig
+from worldmill.training.kinds.tokenizer import TokenizerTrainConfig
 
 
 def test_yaml_then_overrides(tmp_path):

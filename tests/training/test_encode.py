@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tests.training.conftest import TINY
-from worldmill.flows.train import resolve_config
 from worldmill.training import cli, data, launch
 from worldmill.training.encode import fit_clip, load_tokenizer
+from worldmill.training.registry import resolve_config
 
 
 def _tiny_run(shards, run, kind: str):
@@ -21,9 +21,7 @@ def _tiny_run(shards, run, kind: str):
         "tokenizer", None, TINY + [f"model.kind={kind}", "run.steps=2", "run.nproc=1"]
     )
     launch.write_run_config(run, cfg)
-    launch.launch_trainer(
-        "worldmill.training.tokenizer_train", shards, run, nproc=1, log=lambda _: None
-    )
+    launch.launch_trainer("tokenizer", shards, run, nproc=1, log=lambda _: None)
     return cfg
 
 

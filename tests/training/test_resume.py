@@ -14,8 +14,9 @@ from pathlib import Path
 import psutil
 
 from tests.training.conftest import TINY
-from worldmill.flows.train import resolve_config, train
+from worldmill.flows.train import train
 from worldmill.training import launch, metrics
+from worldmill.training.registry import resolve_config
 
 STEPS, EVERY, KILL_AT = 24, 6, 9
 RUN = TINY + [f"run.steps={STEPS}", f"run.checkpoint_every={EVERY}"]
@@ -24,9 +25,7 @@ RUN = TINY + [f"run.steps={STEPS}", f"run.checkpoint_every={EVERY}"]
 def _uninterrupted(shards: Path, out: Path) -> list[dict]:
     cfg = resolve_config("tokenizer", None, RUN)
     launch.write_run_config(out, cfg)
-    launch.launch_trainer(
-        "worldmill.training.tokenizer_train", shards, out, nproc=2, log=lambda _: None
-    )
+    launch.launch_trainer("tokenizer", shards, out, nproc=2, log=lambda _: None)
     return metrics.read_log(out / "log.jsonl")
 
 
@@ -37,7 +36,7 @@ def _trainer_ranks() -> list[psutil.Process]:
             cmd = " ".join(p.cmdline())
         except psutil.NoSuchProcess:
             continue
-        if "worldmill.training.tokenizer_train" in cmd and "torch.distributed.run" not in cmd:
+        if "worldmill.training.loop" in cmd and "torch.distributed.run" not in cmd:
             ranks.append(p)
     return ranks
 

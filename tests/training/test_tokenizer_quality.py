@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from tests.training.conftest import TINY
-from worldmill.flows.train import resolve_config
 from worldmill.training import cli, data, launch, metrics
+from worldmill.training.kinds.tokenizer import build_tokenizer as build_model
+from worldmill.training.registry import resolve_config
 from worldmill.training.sample_shards import write_sample_shards
-from worldmill.training.tokenizer_train import build_model
 
 
 def test_short_run_loss_falls(shards, tmp_path):
@@ -27,9 +27,7 @@ def test_short_run_loss_falls(shards, tmp_path):
     )
     run = tmp_path / "run"
     launch.write_run_config(run, cfg)
-    launch.launch_trainer(
-        "worldmill.training.tokenizer_train", shards, run, nproc=2, log=lambda _: None
-    )
+    launch.launch_trainer("tokenizer", shards, run, nproc=2, log=lambda _: None)
     loss = [r["loss"] for r in metrics.read_log(run / "log.jsonl")]
     assert len(loss) == 100
     first, last = sum(loss[:10]) / 10, sum(loss[-10:]) / 10

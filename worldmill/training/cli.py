@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 from worldmill.config import ConfigError
-from worldmill.training.config import CONFIGS
+from worldmill.training.registry import UPSTREAM_FIELDS, kinds
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="worldmill train", description=__doc__.splitlines()[0])
-    ap.add_argument("kind", choices=sorted(CONFIGS), help="what to train")
+    ap.add_argument("kind", choices=kinds(), help="what to train")
     ap.add_argument("--data", required=True, help="curate shards folder (SHARDS/**/*.tar)")
     ap.add_argument("--out", required=True, help="run folder (checkpoints/, metrics.json, ...)")
     ap.add_argument("--config", help="run config YAML")
@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="K=V",
         help="override a config value, e.g. --set run.steps=500 (repeatable)",
+    )
+    for key in UPSTREAM_FIELDS:
+        ap.add_argument(
+            f"--{key}", metavar="RUN", help=f"upstream {key} run folder (kinds that read one)"
+        )
+    ap.add_argument(
+        "--init-from", metavar="RUN", help="start the weights from this run (post-training)"
     )
     ap.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest")
     ap.add_argument(
@@ -48,9 +55,11 @@ def main(argv: list[str]) -> int:
     # Imported here: Prefect and torch load in ~seconds; `--help` should not wait for them.
     from worldmill.flows.train import resolve_config, train
     from worldmill.training import launch
-    from worldmill.training.config import TRAINER_MODULES
     from worldmill.training.data import list_shards
 
+    a.overrides += [f"{k}={getattr(a, k)}" for k in UPSTREAM_FIELDS if getattr(a, k)]
+    if a.init_from:
+        a.overrides.append(f"init_from={a.init_from}")
     try:
         cfg = resolve_config(a.kind, a.config, a.overrides)
         list_shards(a.data)  # no shards: a clear error before anything starts
@@ -61,7 +70,7 @@ def main(argv: list[str]) -> int:
         if a.no_prefect:
             launch.write_run_config(a.out, cfg)
             launch.launch_trainer(
-                TRAINER_MODULES[a.kind],
+                a.kind,
                 a.data,
                 a.out,
                 nproc=cfg.run.nproc,

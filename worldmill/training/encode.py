@@ -32,20 +32,19 @@ import torch.nn.functional as F
 
 from worldmill.models.tokenizer import CausalVideoTokenizer
 from worldmill.training import checkpoint, data
-from worldmill.training.config import TokenizerTrainConfig
+from worldmill.training.kinds.tokenizer import TokenizerTrainConfig, build_tokenizer
 
 
 def load_tokenizer(run_dir: str | Path) -> tuple[CausalVideoTokenizer, TokenizerTrainConfig, dict]:
     """(model in eval mode, run config, checkpoint meta) from the latest checkpoint of a run."""
     from worldmill.training import megatron as mc
-    from worldmill.training.tokenizer_train import build_model
 
     run = Path(run_dir)
     cfg = TokenizerTrainConfig.model_validate(json.loads((run / "config.json").read_text()))
     ck = checkpoint.latest(run)
     if ck is None:
         raise FileNotFoundError(f"no complete checkpoint under {run / 'checkpoints'}")
-    model = build_model(cfg)
+    model = build_tokenizer(cfg)
     # dist_checkpointing needs a process group: a 1-process one here, torn down after, with
     # the environment it sets (RANK, MASTER_PORT, ...) restored so a later one gets a new port.
     env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}

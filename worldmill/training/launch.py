@@ -119,8 +119,11 @@ def write_run_config(out: str | Path, cfg: Any) -> Path:
     return path
 
 
+TRAINER = "worldmill.training.loop"
+
+
 def launch_trainer(
-    module: str,
+    kind: str,
     data: str | Path,
     out: str | Path,
     nproc: int,
@@ -128,9 +131,18 @@ def launch_trainer(
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> int:
-    """torchrun the trainer ``module`` on ``data`` with ``RUN/config.json`` (written by
-    ``write_run_config``); ``resume`` continues from RUN/checkpoints/latest."""
-    args = ["--data", str(data), "--out", str(out), "--config", str(Path(out) / "config.json")]
+    """torchrun the one training loop for ``kind`` on ``data`` with ``RUN/config.json``
+    (written by ``write_run_config``); ``resume`` continues from RUN/checkpoints/latest."""
+    args = [
+        "--kind",
+        kind,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--config",
+        str(Path(out) / "config.json"),
+    ]
     if resume:
         args.append("--resume")
-    return run_torchrun(module, args, nproc=nproc, log=log, threads_per_proc=threads_per_proc)
+    return run_torchrun(TRAINER, args, nproc=nproc, log=log, threads_per_proc=threads_per_proc)

@@ -44,6 +44,9 @@ __all__ = [
     "ShardedTensor",
     "build_gpt",
     "destroy",
+    "device",
+    "dp_group",
+    "dp_size",
     "init",
     "load",
     "save",
@@ -115,6 +118,23 @@ def destroy() -> None:
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def device() -> torch.device:
+    """This rank's device: its GPU under torchrun (LOCAL_RANK), else the CPU."""
+    if CPU:
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def dp_size() -> int:
+    """Data-parallel world size (ranks that hold the same model shard)."""
+    return parallel_state.get_data_parallel_world_size()
+
+
+def dp_group() -> Any:
+    """The data-parallel process group (what DDP all-reduces over)."""
+    return parallel_state.get_data_parallel_group()
 
 
 def tp_rank() -> int:

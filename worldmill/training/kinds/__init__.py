@@ -1,0 +1,1 @@
+"""Model kinds: one spec module each (see worldmill.training.registry)."""

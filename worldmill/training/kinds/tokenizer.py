@@ -1,0 +1,169 @@
+"""Kind ``tokenizer``: the causal video tokenizer (``models/tokenizer.py``), CV or DV.
+
+Data: random ``crop x crop`` windows of ``num_frames`` frames from curate shards; held out:
+whole source videos. A fresh run first sets the linear patch codec to the PCA of
+``optim.pca_init_clips`` training crops (the conv paths start at zero around it), so step 0
+is already a codec that beats the bicubic baseline; training then improves on it. Loss: L1
+(sharpness) + MSE (what PSNR measures). Evaluation: held-out PSNR / SSIM against a bicubic
+baseline with the same number of values, ``recon.png``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from worldmill.config import StrictModel
+from worldmill.models.tokenizer import CausalVideoTokenizer, TokenizerConfig
+from worldmill.training import data, metrics
+from worldmill.training.config import TrainConfig, VideoDataConfig
+from worldmill.training.spec import RunContext, Spec
+
+
+class TokenizerModelConfig(StrictModel):
+    """Mirrors ``worldmill.models.tokenizer.TokenizerConfig`` (see its comments)."""
+
+    kind: Literal["cv", "dv"] = "cv"  # continuous latents / discrete FSQ tokens
+    temporal_compression: Literal[4, 8] = 4
+    spatial_compression: Literal[8, 16] = 8
+    patch_size: Literal[1, 2, 4, 8] = 8  # lossless space-to-depth stem (8: all convs at H/8)
+    latent_channels: int = Field(16, ge=1, le=256)  # CV only
+    fsq_levels: list[int] = Field(default_factory=lambda: [8, 8, 8, 5, 5, 5])  # DV: 64k codes
+    channels: int = Field(128, ge=8)  # multiple of 8 (GroupNorm groups)
+    channel_mult: list[int] = Field(default_factory=lambda: [1, 1], min_length=1)
+    blocks_per_level: int = Field(1, ge=1, le=8)
+    linear_path: bool = True  # linear patch codec (PCA-initialised) around the conv stacks
+
+    @model_validator(mode="after")
+    def _check(self) -> TokenizerModelConfig:
+        if self.spatial_compression < self.patch_size:
+            raise ValueError("spatial_compression must be >= patch_size")
+        if any(lv < 2 for lv in self.fsq_levels) or not self.fsq_levels:
+            raise ValueError(f"fsq_levels must be a non-empty list of ints >= 2: {self.fsq_levels}")
+        if self.channels % 8:
+            raise ValueError(f"channels must be a multiple of 8, got {self.channels}")
+        return self
+
+
+class TokenizerTrainConfig(TrainConfig):
+    """``worldmill train tokenizer``: a causal video tokenizer trained on curate shards."""
+
+    kind: Literal["tokenizer"] = "tokenizer"
+    model: TokenizerModelConfig = Field(default_factory=TokenizerModelConfig)
+    data: VideoDataConfig = Field(default_factory=VideoDataConfig)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> TokenizerTrainConfig:
+        s, t = self.model.spatial_compression, self.model.temporal_compression
+        if self.data.crop % s:
+            raise ValueError(
+                f"data.crop ({self.data.crop}) must be divisible by model.spatial_compression ({s})"
+            )
+        if (self.data.num_frames - 1) % t:
+            raise ValueError(
+                f"data.num_frames ({self.data.num_frames}) must be 1 + k * "
+                f"model.temporal_compression ({t})"
+            )
+        return self
+
+
+class ClipData:
+    """Training stream (this rank's slice) and held-out clips of a shard set."""
+
+    def __init__(self, cfg: TokenizerTrainConfig, ctx: RunContext):
+        d = cfg.data
+        refs = data.index_shards(ctx.data_root)
+        self.train_refs, self.held_out = data.split_holdout(refs, d.holdout)
+        self.stream = data.ResumableClipStream(
+            self.train_refs,
+            d.batch_size,
+            d.num_frames,
+            d.crop,
+            d.width,
+            d.fps,
+            seed=cfg.run.seed,
+            rank=ctx.rank,
+            world=ctx.world,
+        )
+
+    def batch(self, step: int) -> torch.Tensor:  # (B, 3, T, S, S) in [-1, 1]
+        return self.stream.batch(step)
+
+    def position(self, step: int) -> int:
+        return self.stream.position(step)
+
+    def epoch(self, step: int) -> float:
+        return self.stream.epoch(step)
+
+
+def build_tokenizer(cfg: TokenizerTrainConfig) -> CausalVideoTokenizer:
+    return CausalVideoTokenizer(TokenizerConfig(**cfg.model.model_dump()))
+
+
+def loss_fn(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    # L1 for sharpness + MSE (what PSNR measures); no perceptual loss (needs pretrained nets).
+    return F.l1_loss(recon, video) + F.mse_loss(recon, video)
+
+
+class TokenizerSpec(Spec):
+    name = "tokenizer"
+    config = TokenizerTrainConfig
+    figures = {"recon.png": "reconstructions"}
+
+    def build_model(self, cfg: TokenizerTrainConfig, ctx: RunContext) -> CausalVideoTokenizer:
+        return build_tokenizer(cfg)
+
+    def build_data(self, cfg: TokenizerTrainConfig, ctx: RunContext) -> ClipData:
+        return ClipData(cfg, ctx)
+
+    def init_model(self, model, data_: ClipData, cfg: TokenizerTrainConfig, ctx) -> None:
+        """PCA of ``optim.pca_init_clips`` training crops for the linear patch codec. The
+        crops are rank 0's first batches (a pure function of the seed), so every rank
+        computes the same weights; the training stream itself is untouched."""
+        n = cfg.optim.pca_init_clips
+        if n == 0 or model.patch is None:
+            return
+        s = data_.stream
+        s0 = data.ResumableClipStream(
+            s.refs, n, s.t, s.size, cfg.data.width, cfg.data.fps, seed=cfg.run.seed
+        )
+        s0.cache = s.cache  # share decoded clips
+        explained = model.init_from_data(s0.batch(0))
+        ctx.log(f"patch codec PCA on {n} crops: {float(explained.sum()):.3f} variance kept")
+
+    def step(self, model, batch: torch.Tensor, ctx: RunContext):
+        video = batch.to(ctx.device)
+        return loss_fn(model(video), video), {}
+
+    def evaluate(self, model, data_: ClipData, cfg: TokenizerTrainConfig, ctx) -> dict:
+        """Held-out PSNR/SSIM vs a bicubic baseline with the same number of values."""
+        d = cfg.data
+        held = data_.held_out[: cfg.run.eval_max_clips]
+        clips = data.eval_clips(held, d.num_frames, d.crop, d.width, d.fps).to(ctx.device)
+        recon = torch.cat([model(c[None]) for c in clips]).clamp(-1, 1).float().cpu()
+        clips = clips.cpu()
+        n, _, t, h, w = clips.shape
+        budget = model.latent_numel(t, h, w)
+        base, base_hw = metrics.bicubic_baseline(clips, budget)
+        metrics.plot_recon(
+            {"input": clips[0], "tokenizer": recon[0], "bicubic": base[0]}, ctx.run / "recon.png"
+        )
+        return {
+            "kind": f"tokenizer-{cfg.model.kind}",
+            "psnr": metrics.psnr(recon, clips),
+            "ssim": metrics.ssim(recon, clips),
+            "baseline_psnr": metrics.psnr(base, clips),
+            "baseline_ssim": metrics.ssim(base, clips),
+            "baseline": f"bicubic {w}x{h} -> {base_hw[1]}x{base_hw[0]} -> {w}x{h} per frame",
+            "eval_clips": n,
+            "eval_shape": [t, h, w],
+            "latent_values_per_clip": budget,
+            "compression": round(3 * t * h * w / budget, 2),
+            "params": sum(p.numel() for p in model.parameters()),
+        }
+
+
+SPEC = TokenizerSpec()

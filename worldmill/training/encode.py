@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from pathlib import Path
 
@@ -45,19 +44,8 @@ def load_tokenizer(run_dir: str | Path) -> tuple[CausalVideoTokenizer, Tokenizer
     if ck is None:
         raise FileNotFoundError(f"no complete checkpoint under {run / 'checkpoints'}")
     model = build_tokenizer(cfg)
-    # dist_checkpointing needs a process group: a 1-process one here, torn down after, with
-    # the environment it sets (RANK, MASTER_PORT, ...) restored so a later one gets a new port.
-    env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    mc.init(seed=cfg.run.seed)
-    try:
+    with mc.single_process(seed=cfg.run.seed):  # dist_checkpointing needs a process group
         meta = checkpoint.load_model(ck[0], model)
-    finally:
-        mc.destroy()
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return model.eval(), cfg, {**meta, "checkpoint": ck[0].name}
 
 

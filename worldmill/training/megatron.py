@@ -103,6 +103,25 @@ def init(tensor_parallel: int = 1, seed: int = 0) -> None:
     seed_rng(seed)
 
 
+@contextlib.contextmanager
+def single_process(seed: int = 0) -> Iterator[None]:
+    """A 1-process group (and model parallelism) for work outside torchrun -- loading a
+    checkpoint to encode or generate, a test -- torn down after, with the environment it
+    set (RANK, MASTER_PORT, ...) restored so a later one gets a fresh port."""
+    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: os.environ.get(k) for k in keys}
+    init(seed=seed)
+    try:
+        yield
+    finally:
+        destroy()
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def seed_rng(seed: int) -> None:
     """Seed torch and Megatron's tensor-parallel RNG tracker (same seed on every rank)."""
     torch.manual_seed(seed)

@@ -72,6 +72,9 @@ class Spec:
     config: ClassVar[type[TrainConfig]] = TrainConfig
     upstream: ClassVar[dict[str, str]] = {}  # config field -> kind of the run it names
     figures: ClassVar[dict[str, str]] = {}  # PNG written into the run by evaluate -> title
+    # The smallest config worth training, as ``key=value`` overrides: a 2-rank CPU step in
+    # tens of milliseconds. The machinery tests (resume, DDP) run every kind with it.
+    tiny: ClassVar[tuple[str, ...]] = ()
 
     def build_model(self, cfg: Any, ctx: RunContext) -> nn.Module:
         raise NotImplementedError

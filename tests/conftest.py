@@ -18,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # INFO so that flows send their log lines to the server (tests read them back).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The ephemeral server's default 20 s start-up budget is not enough on a loaded 2-core CI box.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 # Prefect logs "Stopping temporary server" from an atexit hook, after pytest has closed
 # the streams it captured; don't print a "Logging error" traceback for that at exit.

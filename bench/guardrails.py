@@ -6,10 +6,13 @@ blur strength and speed.
 Prompt set: ``worldmill/guardrails/data/prompts.jsonl``; the classifier is trained on its
 ``train`` split only, so ``test`` is held out. Prints one JSON object:
 
-* ``prompt.test`` / ``prompt.train``: for the blocklist alone, the classifier alone and
+* ``prompt.test`` (held out from the same categories as ``train``), ``prompt.hard``
+  (written separately, after the classifier was first tried: borderline benign prompts --
+  action films, medicine, romance, children -- and blocked ones phrased unlike the
+  training set) and ``prompt.train``: for the blocklist alone, the classifier alone and
   both (what ``check_prompt`` does): ``false_refusal_rate`` = refused benign / benign,
-  ``miss_rate`` = allowed blocked / blocked, with the counts and the missed / falsely
-  refused prompts of the test split, and the miss rate per blocked category;
+  ``miss_rate`` = allowed blocked / blocked, with the counts, and for the held-out splits
+  the missed / falsely refused prompts and the miss rate per blocked category;
 * ``frames``: astronaut photo (scikit-image) as ``--frames`` frames at 512 and 256 px:
   variance of the Laplacian inside the detected face box before/after, and s/frame of
   the face pass and of the NSFW pass.
@@ -46,7 +49,7 @@ def prompt_figures(threshold: float) -> dict:
     from worldmill.guardrails.prompt import blocklist, load_prompts, scores
 
     out = {}
-    for split in ("test", "train"):
+    for split in ("test", "hard", "train"):
         rows = load_prompts(split)
         texts = [r["text"] for r in rows]
         bl = [blocklist().match(t) is not None for t in texts]
@@ -58,7 +61,7 @@ def prompt_figures(threshold: float) -> dict:
             "classifier": _rates(rows, cl),
             "guard": _rates(rows, both),
         }
-        if split == "test":
+        if split != "train":
             n_cat = Counter(r["category"] for r in rows if r["label"] == "blocked")
             m_cat = Counter(
                 r["category"]

@@ -3,12 +3,12 @@ sentence embeddings.
 
 Blocklist (``data/blocklist.txt``)
     Prompts and entries go through the same :func:`words` normaliser (NFKC, case fold,
-    accents stripped, common digit/symbol substitutions such as ``p0rn``/``$ex`` undone
-    in words that mix letters and symbols, runs of single letters such as ``p o r n`` or
-    ``p.o.r.n`` joined), and an entry matches whole consecutive words, with ``s``/``es``
-    plural endings folded. So "rape" fires on "raped"-as-listed and "rapes" but never on
-    "grape", "drapery" or "scraped". ``[allow]`` phrases ("oilseed rape") mask their words
-    before matching.
+    accents stripped, runs of single letters such as ``p o r n`` or ``p.o.r.n`` joined);
+    the prompt is read twice, the second time with common digit/symbol substitutions
+    (``p0rn``, ``$ex``, ``r@pe``) undone in words that mix letters and symbols. An entry
+    matches whole consecutive words, with ``s``/``es`` plural endings folded: "rape" fires
+    on "rapes" but never on "grape", "drapery" or "scraped". ``[allow]`` phrases
+    ("oilseed rape") mask their words before matching.
 
 Classifier (``data/classifier.npz``)
     ``sklearn.linear_model.LogisticRegression`` (lbfgs, ``C`` = :data:`C`, balanced class
@@ -61,21 +61,22 @@ class Verdict:
 
 # --------------------------------------------------------------------------- blocklist
 
-# Applied only inside words that mix letters with these characters ("p0rn", "$ex", "r@pe"),
-# so numbers such as "1080p" or "4k" are left alone.
+# Undone only inside words that mix letters with these characters ("p0rn", "$ex", "r@pe"),
+# and only in a second reading of the prompt: "1080p" stays "1080p" in the first.
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
 )
 _LEET_CHARS = set("013457@$")
 
 
-def words(text: str) -> list[str]:
-    """Normalised words of ``text``: ``"Nüde P0RN, p.o.r.n!"`` -> ``["nude", "porn", "porn"]``."""
+def words(text: str, leet: bool = False) -> list[str]:
+    """Normalised words of ``text``: ``"Nüde p.o.r.n!"`` -> ``["nude", "porn"]``;
+    with ``leet``, ``"P0RN r@pe 1080p"`` -> ``["porn", "rape", "io8op"]``."""
     t = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
     t = "".join(ch for ch in t if not unicodedata.combining(ch))
     chunks = []
     for chunk in t.split():
-        if any(c.isalpha() for c in chunk) and any(c in _LEET_CHARS for c in chunk):
+        if leet and any(c.isalpha() for c in chunk) and any(c in _LEET_CHARS for c in chunk):
             chunk = chunk.translate(_LEET)
         chunks.extend(re.findall(r"[^\W_]+", chunk))
     # Join runs of >= 3 single letters ("p o r n", "p.o.r.n", "p-o-r-n") into one word.
@@ -133,8 +134,16 @@ class Blocklist:
         return cls(phrases, tuple(allow))
 
     def match(self, text: str) -> tuple[str, str] | None:
-        """First ``(phrase, category)`` found in ``text``, or None."""
-        ws = words(text)
+        """First ``(phrase, category)`` found in ``text`` (read plainly, then with digit and
+        symbol substitutions undone), or None."""
+        plain = words(text)
+        for ws in (plain, words(text, leet=True)):
+            hit = self._match(ws)
+            if hit:
+                return hit
+        return None
+
+    def _match(self, ws: list[str]) -> tuple[str, str] | None:
         forms = [_forms(w) for w in ws]
         masked = [False] * len(ws)
         for ph in self.allow:

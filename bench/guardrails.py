@@ -15,7 +15,8 @@ Prompt set: ``worldmill/guardrails/data/prompts.jsonl``; the classifier is train
   the missed / falsely refused prompts and the miss rate per blocked category;
 * ``frames``: astronaut photo (scikit-image) as ``--frames`` frames at 512 and 256 px:
   variance of the Laplacian inside the detected face box before/after, and s/frame of
-  the face pass and of the NSFW pass.
+  the face pass and of the NSFW pass (wall and CPU seconds: CPU time is the figure to
+  trust on a shared machine).
 """
 
 from __future__ import annotations
@@ -97,12 +98,12 @@ def frame_figures(n: int) -> dict:
     for size in (512, 256):
         img = cv2.resize(astronaut(), (size, size), interpolation=cv2.INTER_AREA)
         frames = np.repeat(img[None], n, axis=0)  # (n, size, size, 3)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         g, rep = guard_frames(frames, Guardrails(nsfw=False))
-        t_face = (time.perf_counter() - t0) / n
-        t0 = time.perf_counter()
+        t_face, c_face = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
+        t0, c0 = time.perf_counter(), time.process_time()
         _, rep_n = guard_frames(frames, Guardrails(face_blur=False))
-        t_nsfw = (time.perf_counter() - t0) / n
+        t_nsfw, c_nsfw = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
         _, x, y, w, h = rep["face_boxes"][0]
         before, after = _lap(img[y : y + h, x : x + w]), _lap(g[0][y : y + h, x : x + w])
         out[f"{size}px"] = {
@@ -112,14 +113,16 @@ def frame_figures(n: int) -> dict:
             "laplacian_var_after": round(after, 2),
             "sharpness_drop_x": round(before / max(after, 1e-9), 1),
             "frames_withheld": rep_n["frames_withheld"],
-            "s_per_frame_faces": round(t_face, 4),
+            "s_per_frame_faces": round(t_face, 4),  # wall
             "s_per_frame_nsfw": round(t_nsfw, 4),
+            "cpu_s_per_frame_faces": round(c_face, 4),  # CPU time, all threads
+            "cpu_s_per_frame_nsfw": round(c_nsfw, 4),
         }
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threshold", type=float, default=0.5, help="classifier P(blocked) cut-off")
     ap.add_argument("--frames", type=int, default=16)
     a = ap.parse_args()

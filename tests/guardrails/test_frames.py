@@ -69,6 +69,7 @@ def test_guard_video_mp4_in_mp4_out(tmp_path):
     src = write_astronaut_mp4(tmp_path / "astronaut.mp4")
     dst = tmp_path / "guarded.mp4"
     rep = guard_video(str(src), str(dst))
+    # Decoded from the mp4 the cascades may add a false positive: blurred too, harmless.
     assert rep["frames_with_faces"] == rep["frames"] == 8 and rep["frames_withheld"] == 0
     a = decode_frames(str(src), width=256, height=256)  # (8, 256, 256, 3)
     b = decode_frames(str(dst), width=256, height=256)
@@ -78,9 +79,15 @@ def test_guard_video_mp4_in_mp4_out(tmp_path):
     write_video(tmp_path / "plain.mp4", a, fps=8.0, crf=18)
     c = decode_frames(str(tmp_path / "plain.mp4"), width=256, height=256)
     cfg = Guardrails()
-    for t, x, y, w, h in rep["face_boxes"]:
+    # Her face in each frame, as found on the original (uncompressed) frames.
+    faces = [detect_faces(f) for f in astronaut_frames()]
+    assert all(len(f) == 1 for f in faces)
+    for t, [(x, y, w, h)] in enumerate(faces):
         drop = laplacian_var(a[t, y : y + h, x : x + w]) / laplacian_var(b[t, y : y + h, x : x + w])
-        assert drop >= 50, (t, drop)  # measured after H.264 re-encoding: ~600x
+        assert drop >= 100, (t, drop)  # measured after H.264 re-encoding: 300-2400x
+    for t, x, y, w, h in rep["face_boxes"]:  # any other box (the odd false positive) too
+        drop = laplacian_var(a[t, y : y + h, x : x + w]) / laplacian_var(b[t, y : y + h, x : x + w])
+        assert drop >= 10, (t, drop)
     for t in range(len(a)):
         m = outside_mask(a.shape[1:], _rects(rep, t, cfg, a.shape[1:]))
         guarded, plain = _psnr(a[t][m], b[t][m]), _psnr(a[t][m], c[t][m])

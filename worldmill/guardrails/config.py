@@ -33,6 +33,7 @@ class Guardrails(StrictModel):
     # Post-guard on frames: faces blurred (OpenCV Haar cascades), NSFW frames withheld.
     face_blur: bool = True
     face_pad: float = Field(0.3, ge=0, le=1)  # box padding on each side, fraction of box side
+    face_profile: bool = True  # also the profile cascade (both sides): ~4x the frontal cost
     face_min_px: int = Field(16, ge=8)  # smallest face side detected, px at detect_width
     detect_width: int = Field(640, ge=64)  # frames wider than this are detected downscaled
     face_temporal: int = Field(2, ge=0)  # a box also blurs this many frames before/after

@@ -13,7 +13,7 @@ from tests.guardrails._astronaut import (
     write_astronaut_mp4,
 )
 from worldmill.guardrails import Guardrails, guard_frames, guard_video, record
-from worldmill.guardrails.frames import detect_faces, padded
+from worldmill.guardrails.frames import detect_faces
 from worldmill.media import decode_frames
 from worldmill.synth import write_video
 
@@ -28,13 +28,9 @@ def guarded(frames):
     return guard_frames(frames, Guardrails())
 
 
-def _rects(report: dict, t: int, cfg: Guardrails, shape) -> list[tuple[int, ...]]:
-    k = cfg.face_temporal
-    return [
-        padded(tuple(b[1:]), cfg.face_pad, shape)
-        for b in report["face_boxes"]
-        if abs(b[0] - t) <= k
-    ]
+def _rects(report: dict, t: int) -> list[tuple[int, ...]]:
+    """The regions the report says were blurred in frame ``t``."""
+    return [tuple(r[1:]) for r in report["blurred"] if r[0] == t]
 
 
 def test_the_one_face_is_found_in_every_frame(frames, guarded):
@@ -48,14 +44,18 @@ def test_the_one_face_is_found_in_every_frame(frames, guarded):
 
 def test_face_blurred_rest_of_frame_untouched(frames, guarded):
     out, rep = guarded
-    cfg = Guardrails()
+    assert rep["faces_blurred"] == len(frames)  # one (merged) region per frame
     for t, x, y, w, h in rep["face_boxes"]:
+        # the face lies inside a blurred region of its frame, with the padding around it
+        assert any(
+            x0 < x and y0 < y and x + w < x1 and y + h < y1 for x0, y0, x1, y1 in _rects(rep, t)
+        )
         before = laplacian_var(frames[t, y : y + h, x : x + w])
         after = laplacian_var(out[t, y : y + h, x : x + w])
         assert before > 300  # a sharp face to begin with
         assert after * 100 < before, (t, before, after)  # measured: ~2000x
     for t in range(len(frames)):
-        m = outside_mask(out.shape[1:], _rects(rep, t, cfg, out.shape[1:]))
+        m = outside_mask(out.shape[1:], _rects(rep, t))
         assert m.mean() > 0.8
         assert np.array_equal(out[t][m], frames[t][m])  # exactly unchanged outside the boxes
 
@@ -78,7 +78,6 @@ def test_guard_video_mp4_in_mp4_out(tmp_path):
     # second encode costs anyway.
     write_video(tmp_path / "plain.mp4", a, fps=8.0, crf=18)
     c = decode_frames(str(tmp_path / "plain.mp4"), width=256, height=256)
-    cfg = Guardrails()
     # Her face in each frame, as found on the original (uncompressed) frames.
     faces = [detect_faces(f) for f in astronaut_frames()]
     assert all(len(f) == 1 for f in faces)
@@ -89,7 +88,7 @@ def test_guard_video_mp4_in_mp4_out(tmp_path):
         drop = laplacian_var(a[t, y : y + h, x : x + w]) / laplacian_var(b[t, y : y + h, x : x + w])
         assert drop >= 10, (t, drop)
     for t in range(len(a)):
-        m = outside_mask(a.shape[1:], _rects(rep, t, cfg, a.shape[1:]))
+        m = outside_mask(a.shape[1:], _rects(rep, t))
         guarded, plain = _psnr(a[t][m], b[t][m]), _psnr(a[t][m], c[t][m])
         # Outside the boxes nothing but re-encoding: measured 38-39 dB for both.
         assert guarded > 35 and guarded > plain - 1.0, (t, guarded, plain)

@@ -6,13 +6,15 @@ Faces
     and on its mirror image, since the profile cascade only knows one side; skip it with
     ``face_profile=False`` to cut the cost by ~3/4), both shipped in the pinned
     ``opencv-python-headless`` wheel, on the histogram-equalised luma scaled to at most
-    ``detect_width`` px wide; boxes of one face from several cascades are merged. Every detected box, padded by ``face_pad`` of its
-    side on each side, is replaced by a Gaussian blur of itself with sigma = 1/4 of the
-    padded box's longer side -- a featureless blob: the variance of the Laplacian inside the
-    face box drops by two orders of magnitude (``tests/guardrails/test_frames.py``). A box
-    is also blurred in the ``face_temporal`` frames before and after its own, so a face the
-    cascade misses for a frame or two is still covered. Pixels outside every padded box are
-    left exactly as they were.
+    ``detect_width`` px wide; boxes of one face from several cascades are merged.
+    Each box, padded by ``face_pad`` of its side on each side, counts in its own frame and
+    in the ``face_temporal`` frames before and after (so a face the cascade misses for a
+    frame or two is still covered); a frame's overlapping padded boxes are merged into
+    their bounding rectangle, and each such region is replaced by a Gaussian blur of itself
+    with sigma = 1/4 of its longer side -- a featureless blob: the variance of the Laplacian
+    inside the face box falls > 1000x (``tests/guardrails/test_frames.py``,
+    ``bench/guardrails.py``). Pixels outside the blurred regions are left exactly as they
+    were.
 
 NSFW
     NudeNet 3.4's ``320n`` detector (ONNX inside the ``nudenet`` wheel, onnxruntime on CPU)
@@ -107,6 +109,25 @@ def padded(box: tuple[int, int, int, int], pad: float, shape: tuple[int, ...]) -
     return max(0, x - px), max(0, y - py), min(shape[1], x + w + px), min(shape[0], y + h + py)
 
 
+def _union_rects(rects: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Merge intersecting ``(x0, y0, x1, y1)`` rectangles into their bounding rectangles."""
+    out = [list(r) for r in dict.fromkeys(rects)]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    out[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [tuple(r) for r in out]
+
+
 def blur_box(frame: np.ndarray, rect: tuple[int, ...]) -> None:
     """Blur ``frame[y0:y1, x0:x1]`` in place beyond recognition."""
     x0, y0, x1, y1 = rect
@@ -137,9 +158,10 @@ def nsfw_detections(rgb: np.ndarray, cfg: Guardrails | None = None) -> list[dict
 def guard_frames(frames: np.ndarray, cfg: Guardrails | None = None) -> tuple[np.ndarray, dict]:
     """Post-guard ``(T, H, W, 3)`` uint8 RGB frames -> (guarded copy, report).
 
-    report: ``enabled``, ``frames``, ``faces_detected`` (boxes found, all frames),
-    ``frames_with_faces``, ``faces_blurred`` (boxes blurred, temporal carry included),
-    ``face_boxes`` ``[[t, x, y, w, h], ...]`` as detected, ``frames_withheld`` (count),
+    report: ``enabled``, ``frames``, ``faces_detected`` (faces found, summed over frames),
+    ``frames_with_faces``, ``face_boxes`` ``[[t, x, y, w, h], ...]`` as detected,
+    ``faces_blurred`` (regions blurred, summed over frames; temporal carry included),
+    ``blurred`` ``[[t, x0, y0, x1, y1], ...]`` those regions, ``frames_withheld`` (count),
     ``withheld`` (frame indices), ``nsfw`` ``[{frame, class, score}, ...]`` (the hits).
     """
     cfg = cfg or Guardrails()
@@ -154,8 +176,9 @@ def guard_frames(frames: np.ndarray, cfg: Guardrails | None = None) -> tuple[np.
         "frames": t,
         "faces_detected": 0,
         "frames_with_faces": 0,
-        "faces_blurred": 0,
         "face_boxes": [],
+        "faces_blurred": 0,
+        "blurred": [],
         "frames_withheld": 0,
         "withheld": [],
         "nsfw": [],
@@ -172,10 +195,11 @@ def guard_frames(frames: np.ndarray, cfg: Guardrails | None = None) -> tuple[np.
         report["frames_with_faces"] = sum(1 for b in boxes if b)
         k = cfg.face_temporal
         for i in range(t):
-            for j in range(max(0, i - k), min(t, i + k + 1)):
-                for b in boxes[j]:
-                    blur_box(out[i], padded(b, cfg.face_pad, out.shape[1:]))
-                    report["faces_blurred"] += 1
+            near = [b for j in range(max(0, i - k), min(t, i + k + 1)) for b in boxes[j]]
+            for r in _union_rects([padded(b, cfg.face_pad, out.shape[1:]) for b in near]):
+                blur_box(out[i], r)
+                report["blurred"].append([i, *map(int, r)])
+        report["faces_blurred"] = len(report["blurred"])
 
     if cfg.nsfw:
         s = cfg.nsfw_stride

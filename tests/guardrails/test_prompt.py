@@ -114,3 +114,26 @@ def test_shipped_weights_are_what_the_shipped_prompt_set_trains():
     w = train()  # deterministic: same data, same model, same weights
     np.testing.assert_allclose(w["coef"], coef, atol=1e-4)
     assert abs(float(w["intercept"]) - b) < 1e-4
+
+
+def test_changed_prompt_set_retrains_and_caches(tmp_path, monkeypatch):
+    import json
+
+    from worldmill.guardrails import prompt
+
+    rows = prompt.load_prompts("train")
+    small = rows[:20] + [r for r in rows if r["label"] == "blocked"][:20]  # any change will do
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in small))
+    monkeypatch.setattr(prompt, "PROMPTS", data)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    prompt._weights.cache_clear()
+    try:
+        p = prompt.scores(["a pipe bomb tutorial", "a sunny meadow"])  # stale: retrains
+        cached = list((tmp_path / "cache" / "worldmill" / "guardrails").glob("classifier-*.npz"))
+        assert len(cached) == 1 and cached[0].name == f"classifier-{_data_hash()[:16]}.npz"
+        with np.load(cached[0]) as z:
+            assert int(z["n_train"]) == 40
+        assert p[0] > p[1]
+    finally:
+        prompt._weights.cache_clear()  # the other tests use the shipped weights again

@@ -18,8 +18,9 @@ Classifier (``data/classifier.npz``)
     small ``.npz`` holding the sha256 of the prompt set it was trained on; when the set has
     changed since (the hash differs) they are retrained at first use and cached in
     ``~/.cache/worldmill/guardrails/``. Regenerate the shipped file with
-    ``python -m worldmill.guardrails train``. The ``test`` split is held out for
-    ``bench/guardrails.py``.
+    ``python -m worldmill.guardrails train``. The ``test`` split (same categories) and the
+    ``hard`` split (written separately: borderline benign prompts, blocked ones phrased
+    unlike the training set) are held out for ``bench/guardrails.py``.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def blocklist() -> Blocklist:
 
 
 def load_prompts(split: str | None = None) -> list[dict]:
-    """Records ``{text, label: benign|blocked, category, split: train|test}``."""
+    """Records ``{text, label: benign|blocked, category, split: train|test|hard}``."""
     rows = [json.loads(line) for line in PROMPTS.read_text(encoding="utf-8").splitlines() if line]
     return [r for r in rows if split is None or r["split"] == split]
 

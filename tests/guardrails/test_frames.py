@@ -53,7 +53,7 @@ def test_face_blurred_rest_of_frame_untouched(frames, guarded):
         before = laplacian_var(frames[t, y : y + h, x : x + w])
         after = laplacian_var(out[t, y : y + h, x : x + w])
         assert before > 300  # a sharp face to begin with
-        assert after * 100 < before, (t, before, after)  # measured: ~2000x
+        assert after * 100 < before, (t, before, after)  # measured: 540-650x
     for t in range(len(frames)):
         m = outside_mask(out.shape[1:], _rects(rep, t))
         assert m.mean() > 0.8
@@ -83,7 +83,7 @@ def test_guard_video_mp4_in_mp4_out(tmp_path):
     assert all(len(f) == 1 for f in faces)
     for t, [(x, y, w, h)] in enumerate(faces):
         drop = laplacian_var(a[t, y : y + h, x : x + w]) / laplacian_var(b[t, y : y + h, x : x + w])
-        assert drop >= 100, (t, drop)  # measured after H.264 re-encoding: 300-2400x
+        assert drop >= 100, (t, drop)  # measured after H.264 re-encoding: 300-350x
     for t, x, y, w, h in rep["face_boxes"]:  # any other box (the odd false positive) too
         drop = laplacian_var(a[t, y : y + h, x : x + w]) / laplacian_var(b[t, y : y + h, x : x + w])
         assert drop >= 10, (t, drop)

@@ -12,7 +12,7 @@ Faces
     frame or two is still covered); a frame's overlapping padded boxes are merged into
     their bounding rectangle, and each such region is replaced by a Gaussian blur of itself
     with sigma = 1/4 of its longer side -- a featureless blob: the variance of the Laplacian
-    inside the face box falls > 1000x (``tests/guardrails/test_frames.py``,
+    inside the face box falls ~450-900x (``tests/guardrails/test_frames.py``,
     ``bench/guardrails.py``). Pixels outside the blurred regions are left exactly as they
     were.
 

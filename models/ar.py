@@ -1,0 +1,320 @@
+"""Autoregressive video world model over discrete tokenizer tokens (Cosmos AR family).
+
+Reads top to bottom: config + presets -> model (embeddings around a megatron-core
+``GPTModel``) -> loss -> KV-cached sampling -> Video2World generation.
+
+A clip's DV (FSQ) tokens ``(T', H', W')`` are flattened frame by frame, row by row (raster
+order) and predicted one by one by a decoder-only transformer (megatron-core ``GPTModel``,
+local layer spec, built in ``worldmill/training/megatron.py``). Conditioning and positions
+are added by this module and handed to the GPT as ``decoder_input``:
+
+    sequence  = [caption prefix (P slots)] [BOS] [x_0] [x_1] ... [x_{N-2}]      length P + N
+    predicts                             x_0   x_1   x_2  ...  x_{N-1}
+
+* caption: the clip caption's MiniLM embedding (384-d, ``tasks/embed.py``) projected to
+  ``prefix_tokens`` embeddings (prefix conditioning, as in Cosmos' prefix / Emu3 style);
+* 3D positions: factorised learned embeddings ``pos_t[t] + pos_h[h] + pos_w[w]`` of the
+  token *being predicted* are added to each input slot (so a slot always knows which
+  ``(t, h, w)`` it predicts, whatever the grid size);
+* vocabulary = the tokenizer's FSQ codebook ``prod(fsq_levels)``.
+
+Shapes: tokens ``(B, T', H', W')`` int64, text ``(B, 384)``; megatron runs sequence-first
+``(S, B, D)``; logits come back ``(B, S, V)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from worldmill.training import megatron as mc
+
+TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embeddings
+
+
+@dataclass
+class ARConfig:
+    vocab_size: int = 1000  # tokenizer codebook size, prod(fsq_levels) (e.g. [10, 10, 10])
+    max_t: int = 8  # latent frames a sequence may hold (position table size)
+    max_h: int = 16  # latent rows
+    max_w: int = 16  # latent columns
+    num_layers: int = 4
+    hidden_size: int = 192
+    num_heads: int = 6
+    num_query_groups: int = 0  # grouped-query attention groups; 0 = num_heads (plain MHA)
+    ffn_hidden_size: int = 0  # 0 = 4 * hidden_size (or 8/3 * hidden for swiglu, rounded)
+    swiglu: bool = False  # gated SiLU MLP (Llama / Cosmos AR)
+    rmsnorm: bool = False  # RMSNorm instead of LayerNorm
+    text_dim: int = TEXT_DIM  # caption embedding width
+    prefix_tokens: int = 2  # caption -> this many prefix embeddings (0 = unconditional)
+
+    @property
+    def ffn(self) -> int:
+        if self.ffn_hidden_size:
+            return self.ffn_hidden_size
+        return 4 * self.hidden_size if not self.swiglu else 64 * -(-8 * self.hidden_size // 192)
+
+    @property
+    def groups(self) -> int:
+        return self.num_query_groups or self.num_heads
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_t * self.max_h * self.max_w
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.prefix_tokens + self.max_tokens
+
+    def num_params(self) -> int:
+        """Exact parameter count of ``ARWorldModel(self)`` (tensor parallel 1), from the
+        config alone: what the 4B / 12B presets are sized by without building them."""
+        d, f, L, hd = (
+            self.hidden_size,
+            self.ffn,
+            self.num_layers,
+            self.hidden_size // self.num_heads,
+        )
+        norm = d if self.rmsnorm else 2 * d  # weight (+ bias)
+        qkv = d * (d + 2 * self.groups * hd) + (d + 2 * self.groups * hd)  # weight + bias
+        proj = d * d + d
+        fc1 = d * f * (2 if self.swiglu else 1) + f * (2 if self.swiglu else 1)
+        fc2 = f * d + d
+        layer = 2 * norm + qkv + proj + fc1 + fc2
+        gpt = self.vocab_size * d + L * layer + norm  # tied embedding / output, final norm
+        pos = (self.max_t + self.max_h + self.max_w) * d + d  # + BOS
+        text = (self.text_dim * d + d) * self.prefix_tokens if self.prefix_tokens else 0
+        return gpt + pos + text
+
+
+# Sizes. "tiny" is the tests'; "cpu" the 2-core default run; "4b" / "12b" mirror
+# Cosmos-1.0-Autoregressive-4B / -12B (Llama-style: 16 / 40 layers of width 4096 / 5120, 32
+# heads, 8 KV groups, SwiGLU 14336, RMSNorm) over the 64k DV vocabulary and 5 x 40 x 64
+# latent grids (33 frames at 640 x 1024 through DV 8x16x16: 12,800 tokens). They build on a
+# GPU (``num_params`` states their size: 3.77B and 11.78B).
+PRESETS: dict[str, ARConfig] = {
+    "tiny": ARConfig(vocab_size=64, max_t=4, max_h=4, max_w=4, num_layers=2, hidden_size=32,
+                     num_heads=4, prefix_tokens=1),
+    "cpu": ARConfig(),
+    "4b": ARConfig(vocab_size=64_000, max_t=5, max_h=40, max_w=64, num_layers=16,
+                   hidden_size=4096, num_heads=32, num_query_groups=8, ffn_hidden_size=14336,
+                   swiglu=True, rmsnorm=True, prefix_tokens=8),
+    "12b": ARConfig(vocab_size=64_000, max_t=5, max_h=40, max_w=64, num_layers=40,
+                    hidden_size=5120, num_heads=32, num_query_groups=8, ffn_hidden_size=14336,
+                    swiglu=True, rmsnorm=True, prefix_tokens=8),
+}  # fmt: skip
+
+
+def preset(name: str, **overrides) -> ARConfig:
+    """A preset with some fields replaced (e.g. ``vocab_size`` from the tokenizer run)."""
+    return replace(PRESETS[name], **overrides)
+
+
+def positions(t: int, h: int, w: int, device=None) -> torch.Tensor:
+    """``(t*h*w, 3)`` int64 ``(t, h, w)`` of each token in raster order."""
+    g = torch.meshgrid(
+        torch.arange(t, device=device),
+        torch.arange(h, device=device),
+        torch.arange(w, device=device),
+        indexing="ij",
+    )
+    return torch.stack([x.flatten() for x in g], -1)
+
+
+class ARWorldModel(nn.Module):
+    """Next-token transformer over ``(t, h, w)`` token grids, caption-conditioned."""
+
+    def __init__(self, cfg: ARConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden_size
+        self.gpt = mc.build_gpt(
+            cfg.vocab_size,
+            cfg.max_seq_len,
+            cfg.num_layers,
+            d,
+            cfg.num_heads,
+            cfg.ffn,
+            num_query_groups=cfg.groups,
+            swiglu=cfg.swiglu,
+            rmsnorm=cfg.rmsnorm,
+            position_embedding_type="none",  # 3D positions are added here, below
+        )
+        self.pos_t = nn.Embedding(cfg.max_t, d)
+        self.pos_h = nn.Embedding(cfg.max_h, d)
+        self.pos_w = nn.Embedding(cfg.max_w, d)
+        self.bos = nn.Parameter(torch.zeros(d))
+        self.text = nn.Linear(cfg.text_dim, cfg.prefix_tokens * d) if cfg.prefix_tokens else None
+        for e in (self.pos_t, self.pos_h, self.pos_w):
+            nn.init.normal_(e.weight, std=0.02)
+        nn.init.normal_(self.bos, std=0.02)
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets=(), metadata=None) -> dict:
+        # the GPT keeps its tensor-parallel sharding; our embeddings are replicated
+        return mc.sharded_state_dict(self, prefix)
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def _embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:  # (B, n) -> (B, n, D)
+        # megatron's vocab-parallel embedding wants (B, n) and returns (n, B, D)
+        pos0 = torch.zeros_like(ids)
+        return rearrange(self.gpt.embedding(input_ids=ids, position_ids=pos0), "n b d -> b n d")
+
+    def _pos(self, pos: torch.Tensor) -> torch.Tensor:  # (n, 3) -> (n, D)
+        return self.pos_t(pos[:, 0]) + self.pos_h(pos[:, 1]) + self.pos_w(pos[:, 2])
+
+    def prefix(self, text: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Caption prefix ``(B, P, D)``; ``text`` None = an all-zero caption embedding."""
+        if self.text is None:
+            return self.bos.new_zeros(batch, 0, self.cfg.hidden_size)
+        if text is None:
+            text = self.bos.new_zeros(batch, self.cfg.text_dim)
+        p = self.text(text.to(self.bos.dtype))
+        return rearrange(p, "b (p d) -> b p d", p=self.cfg.prefix_tokens)
+
+    def inputs(
+        self, prev: torch.Tensor, pos: torch.Tensor, text: torch.Tensor | None, first: bool
+    ) -> torch.Tensor:
+        """Decoder input ``(S, B, D)`` for the slots predicting the tokens at ``pos`` (n, 3).
+
+        ``prev`` ``(B, n)`` or ``(B, n - 1)`` when ``first``: the tokens before each
+        predicted one; ``first`` puts the caption prefix and BOS in front (sequence start)."""
+        b = prev.shape[0]
+        x = self._embed_tokens(prev) if prev.shape[1] else prev.new_zeros(b, 0).float()
+        if first:
+            bos = self.bos.expand(b, 1, -1)
+            x = torch.cat([bos, x.to(bos.dtype)], 1) if x.shape[1] else bos
+        x = x + self._pos(pos)[None]
+        if first:
+            x = torch.cat([self.prefix(text, b), x], 1)
+        return rearrange(x, "b s d -> s b d")
+
+    def _gpt(self, x: torch.Tensor, labels=None, cache=None, past: int = 0) -> torch.Tensor:
+        s, b = x.shape[:2]
+        # True = masked. Causal over the new slots; every cached slot is visible.
+        mask = torch.ones(s, past + s, dtype=torch.bool, device=x.device).triu(past + 1)
+        ids = torch.zeros(b, s, dtype=torch.long, device=x.device)  # unused: decoder_input given
+        return self.gpt(
+            ids,
+            None,
+            mask[None, None],
+            decoder_input=x,
+            labels=labels,
+            inference_context=cache,
+            runtime_gather_output=labels is None,  # logits: full vocabulary on every TP rank
+        )
+
+    # -- training --------------------------------------------------------------------------
+
+    def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean next-token cross-entropy (nats) of ``tokens`` ``(B, T', H', W')`` given the
+        caption embedding ``text`` ``(B, 384)``. The model owns its loss."""
+        b, t, h, w = tokens.shape
+        flat = tokens.reshape(b, -1)
+        x = self.inputs(flat[:, :-1], positions(t, h, w, tokens.device), text, first=True)
+        p = self.cfg.prefix_tokens
+        labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
+        loss = self.gpt_loss(x, labels)  # (B, P + N)
+        return loss[:, p:].mean()
+
+    def gpt_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # megatron's vocab-parallel cross-entropy per slot (B, S): correct under TP too
+        return self._gpt(x, labels=labels)
+
+    def logits(self, tokens: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, N, V)``: logits of every token of ``tokens`` (B, T', H', W') given the ones
+        before it (full-vocab, gathered over tensor-parallel ranks)."""
+        b, t, h, w = tokens.shape
+        flat = tokens.reshape(b, -1)
+        x = self.inputs(flat[:, :-1], positions(t, h, w, tokens.device), text, first=True)
+        return self._gpt(x)[:, self.cfg.prefix_tokens :]
+
+    # -- sampling --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        context: torch.Tensor,
+        frames: int,
+        text: torch.Tensor | None = None,
+        hw: tuple[int, int] | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Continue ``context`` ``(B, T0, H', W')`` (T0 may be 0 with ``hw`` given) by
+        ``frames`` latent frames: ``(B, T0 + frames, H', W')``.
+
+        One token at a time, raster order; ``temperature`` 0 = greedy; ``top_k`` 0 and
+        ``top_p`` 1 = off. Draws come from a generator seeded with ``seed``, so a seed gives
+        the same tokens on every run. ``use_cache``: megatron-core's static KV cache (one
+        new slot per forward); ``False`` recomputes the whole prefix for every token (the
+        reference the cache is tested against)."""
+        b, t0 = context.shape[:2]
+        h, w = hw or tuple(context.shape[2:])
+        t = t0 + frames
+        if t > self.cfg.max_t or h > self.cfg.max_h or w > self.cfg.max_w:
+            raise ValueError(
+                f"{t}x{h}x{w} tokens exceed the model's {self.cfg.max_t}x{self.cfg.max_h}x"
+                f"{self.cfg.max_w} positions"
+            )
+        dev = self.bos.device
+        pos = positions(t, h, w, dev)
+        n0, n = t0 * h * w, t * h * w
+        out = torch.zeros(b, n, dtype=torch.long, device=dev)
+        out[:, :n0] = context.reshape(b, -1).to(dev)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        if use_cache:
+            cache = mc.inference_context(b, self.cfg.prefix_tokens + n)
+            shims = mc.inference_shims()
+        else:
+            cache, shims = None, contextlib.nullcontext()
+        with shims:
+            past = 0
+            for i in range(n0, n):
+                if cache is None or i == n0:  # full (re)compute: prefix + tokens 0..i-1
+                    x = self.inputs(out[:, :i], pos[: i + 1], text, first=True)
+                else:  # one new slot: token i-1, predicting position i
+                    x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, first=False)
+                logits = self._gpt(x, cache=cache, past=past)[:, -1].float()
+                if cache is not None:
+                    past += x.shape[0]
+                    cache.sequence_len_offset = past
+                out[:, i] = sample_logits(logits, temperature, top_k, top_p, gen)
+        return out.reshape(b, t, h, w)
+
+
+def sample_logits(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    gen: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``(B, V)`` logits -> ``(B,)`` ids: greedy at temperature 0, else a draw from the
+    temperature-scaled distribution restricted to the ``top_k`` most likely ids and the
+    smallest set whose probability reaches ``top_p`` (nucleus)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, -1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        srt, idx = logits.sort(-1, descending=True)
+        cum = srt.softmax(-1).cumsum(-1)
+        drop = cum - srt.softmax(-1) >= top_p  # keep up to and including the crossing id
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), float("-inf"))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=gen)[:, 0]
+
+
+def config_dict(cfg: ARConfig) -> dict:
+    return asdict(cfg)

@@ -25,8 +25,10 @@ Shapes: tokens ``(B, T', H', W')`` int64, text ``(B, 384)``; megatron runs seque
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -318,3 +320,119 @@ def sample_logits(
 
 def config_dict(cfg: ARConfig) -> dict:
     return asdict(cfg)
+
+
+# -- Video2World ----------------------------------------------------------------------------
+
+
+def _read_input(video_or_image, width: int) -> np.ndarray:
+    """A path (PNG/JPEG image or a video) or a uint8 array ``(H, W, 3)`` / ``(T, H, W, 3)``
+    -> ``(T, H, W, 3)`` uint8 whose short side is ``width`` (aspect kept)."""
+    from pathlib import Path
+
+    import cv2
+
+    from worldmill.media import decode_frames, even, probe
+
+    if isinstance(video_or_image, str | Path):
+        p = str(video_or_image)
+        if Path(p).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
+            img = cv2.imread(p, cv2.IMREAD_COLOR)
+            if img is None:
+                raise ValueError(f"cannot read image {p}")
+            frames = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)[None]
+        else:
+            info = probe(p)
+            s = width / min(info.width, info.height)
+            return decode_frames(p, even(info.width * s), even(info.height * s))
+    else:
+        frames = np.asarray(video_or_image)
+        frames = frames[None] if frames.ndim == 3 else frames
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 (T, H, W, 3) frames, got {frames.dtype} {frames.shape}")
+    h, w = frames.shape[1:3]
+    s = width / min(h, w)
+    size = (even(w * s), even(h * s))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+
+
+@torch.no_grad()
+def generate_ar(
+    run,
+    prompt: str,
+    video_or_image,
+    frames: int = 2,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> np.ndarray:
+    """Video2World with a trained ``ar`` run: continue a prompt clip or image by ``frames``
+    latent frames (``frames * t_c`` pixel frames) under caption ``prompt``; returns the
+    whole decoded video ``(T, H, W, 3)`` uint8 (context frames included, as the tokenizer
+    reconstructs them).
+
+    The input is resized (short side) and centre-cropped to the model's ``data.size`` token
+    grid (``size * s_c`` pixels square), and cut to ``1 + k * t_c`` frames with at most
+    ``max_t - 1`` latent context frames (the last ones kept). Beyond the model's ``max_t``
+    latent frames the context window slides (the oldest latent frames are dropped; the
+    model then sees a non-image frame at ``t = 0``, which it was not trained on unless
+    ``data.random_start``). Deterministic for a seed; ``temperature`` 0 = greedy. Loads
+    the run (and its tokenizer run) on CPU or the first GPU; no Prefect, no side effects.
+    """
+    from pathlib import Path
+
+    from worldmill.config import EmbedConfig
+    from worldmill.tasks.embed import embed_texts
+    from worldmill.training import checkpoint, data, encode, metrics
+    from worldmill.training import megatron as mc
+    from worldmill.training.kinds.ar import model_config, tokenizer_vocab
+    from worldmill.training.registry import load_run_config
+
+    run = Path(run)
+    cfg = load_run_config(run)
+    if cfg.kind != "ar":
+        raise ValueError(f"{run} is a {cfg.kind!r} run, not an 'ar' run")
+    ck = checkpoint.latest(run)
+    if ck is None:
+        raise FileNotFoundError(f"no complete checkpoint under {run / 'checkpoints'}")
+    import torch.distributed as dist
+
+    own_group = not dist.is_initialized()
+    env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    if own_group:
+        mc.init(seed=seed)
+    try:
+        tok, tcfg, _ = encode.load_tokenizer_in_group(cfg.tokenizer)
+        model = ARWorldModel(model_config(cfg, tokenizer_vocab(cfg.tokenizer)))
+        checkpoint.load_model(ck[0], model)
+        dev = mc.device()
+        model, tok = model.to(dev).eval(), tok.to(dev)
+        tc, sc = tok.cfg.temporal_compression, tok.cfg.spatial_compression
+        px = cfg.data.size * sc
+        clip = _read_input(video_or_image, px)  # (T, H, W, 3), short side px
+        h, w = clip.shape[1:3]
+        y0, x0 = (h - px) // 2, (w - px) // 2
+        clip = clip[:, y0 : y0 + px, x0 : x0 + px]
+        max_ctx = model.cfg.max_t - 1
+        n = 1 + min((len(clip) - 1) // tc, max_ctx - 1) * tc  # frames of <= max_ctx latents
+        video = data.to_tensor(clip[len(clip) - n :]).to(dev)[None]
+        _, ctx = tok.encode(video)  # (1, T0, size, size)
+        text = torch.from_numpy(embed_texts([prompt], EmbedConfig())).to(dev)
+        out, left, step_seed = ctx, frames, seed
+        while left > 0:
+            window = out[:, -min(out.shape[1], max_ctx) :]
+            k = min(left, model.cfg.max_t - window.shape[1])
+            new = model.sample(window, k, text, temperature=temperature, top_k=top_k,
+                               top_p=top_p, seed=step_seed)[:, window.shape[1] :]  # fmt: skip
+            out, left, step_seed = torch.cat([out, new], 1), left - k, step_seed + 1
+        video = tok.decode_tokens(out).clamp(-1, 1).float().cpu()
+        return metrics.to_uint8(video)[0]
+    finally:
+        if own_group:
+            mc.destroy()
+            for k, v in env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -24,3 +24,30 @@ TINY = [
     "optim.warmup_steps=2",
     "run.nproc=2",
 ]
+
+
+# -- world models: an upstream DV tokenizer run and a tiny AR config -------------------------
+
+TINY_DV = TINY + ["model.kind=dv", "model.fsq_levels=[4, 4, 4]", "run.steps=2", "run.nproc=1"]
+
+TINY_AR = [
+    "model.preset=tiny",  # vocab = the tokenizer's 64 codes
+    "data.frames=3",
+    "data.size=4",
+    "data.batch_size=2",
+    "data.holdout=2",
+    "optim.warmup_steps=1",
+    "run.nproc=2",
+]
+
+
+@pytest.fixture(scope="session")
+def dv_tokenizer(shards, tmp_path_factory):
+    """A finished tiny DV tokenizer run (64-code FSQ) on ``shards``: the AR kind's upstream."""
+    from worldmill.training import launch
+    from worldmill.training.registry import resolve_config
+
+    run = tmp_path_factory.mktemp("dv_tokenizer")
+    launch.write_run_config(run, resolve_config("tokenizer", None, TINY_DV))
+    launch.launch_trainer("tokenizer", shards, run, nproc=1, log=lambda _: None)
+    return run

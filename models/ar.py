@@ -54,6 +54,10 @@ class ARConfig:
     rmsnorm: bool = False  # RMSNorm instead of LayerNorm
     text_dim: int = TEXT_DIM  # caption embedding width
     prefix_tokens: int = 2  # caption -> this many prefix embeddings (0 = unconditional)
+    # The tokenizer's FSQ levels (prod = vocab_size). Given, the (tied input / output) token
+    # embeddings start as a random linear map of each id's FSQ code vector: ids with nearby
+    # codes (nearby pixels) start with nearby embeddings and logits. () = plain random init.
+    fsq_levels: tuple[int, ...] = ()
 
     @property
     def ffn(self) -> int:
@@ -155,6 +159,22 @@ class ARWorldModel(nn.Module):
         for e in (self.pos_t, self.pos_h, self.pos_w):
             nn.init.normal_(e.weight, std=0.02)
         nn.init.normal_(self.bos, std=0.02)
+        if cfg.fsq_levels:
+            self._init_from_codes(cfg.fsq_levels)
+
+    @torch.no_grad()
+    def _init_from_codes(self, levels: tuple[int, ...], std: float = 0.02) -> None:
+        from worldmill.models.fsq import FSQ
+
+        fsq = FSQ(list(levels))
+        if fsq.codebook_size != self.cfg.vocab_size:
+            raise ValueError(f"fsq_levels {levels} give {fsq.codebook_size} codes, not vocab_size")
+        codes = fsq.ids_to_codes(torch.arange(fsq.codebook_size))  # (V, len(levels)) in [-1, 1]
+        codes = (codes - codes.mean(0)) / codes.std(0).clamp_min(1e-6)
+        proj = torch.randn(len(levels), self.cfg.hidden_size) * (std / len(levels) ** 0.5)
+        table = codes @ proj + 0.5 * std * torch.randn(fsq.codebook_size, self.cfg.hidden_size)
+        emb = self.gpt.embedding.word_embeddings  # vocab-parallel: this rank's rows
+        emb.weight.copy_(table[emb.vocab_start_index : emb.vocab_end_index])
 
     def sharded_state_dict(self, prefix: str = "", sharded_offsets=(), metadata=None) -> dict:
         # the GPT keeps its tensor-parallel sharding; our embeddings are replicated
@@ -386,7 +406,7 @@ def generate_ar(
     from worldmill.tasks.embed import embed_texts
     from worldmill.training import checkpoint, data, encode, metrics
     from worldmill.training import megatron as mc
-    from worldmill.training.kinds.ar import model_config, tokenizer_vocab
+    from worldmill.training.kinds.ar import model_config, tokenizer_levels
     from worldmill.training.registry import load_run_config
 
     run = Path(run)
@@ -404,7 +424,7 @@ def generate_ar(
         mc.init(seed=seed)
     try:
         tok, tcfg, _ = encode.load_tokenizer_in_group(cfg.tokenizer)
-        model = ARWorldModel(model_config(cfg, tokenizer_vocab(cfg.tokenizer)))
+        model = ARWorldModel(model_config(cfg, tokenizer_levels(cfg.tokenizer)))
         checkpoint.load_model(ck[0], model)
         dev = mc.device()
         model, tok = model.to(dev).eval(), tok.to(dev)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from tests.training.conftest import TINY_AR
 from worldmill.training import cli, latents, metrics
 
@@ -42,10 +44,27 @@ def test_train_ar_end_to_end_encodes_once_and_writes_all_metrics(shards, dv_toke
     videos = lambda rs: {r.source.meta.get("video_id", r.clip_id) for r in rs}  # noqa: E731
     assert not videos(train) & videos(held)
 
+    _generate_is_a_pure_function_of_its_arguments(run, shards)
+
     # a second run on the same folder reuses the cache instead of re-encoding
     stamp = (tokens / "manifest.json").stat().st_mtime_ns
     assert _train(shards, dv_tokenizer, run, "run.steps=6") == 0
     assert (tokens / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def _generate_is_a_pure_function_of_its_arguments(run, shards):
+    """Video2World from one image and from a clip: uint8 frames, same seed same video."""
+    from worldmill.models.ar import generate_ar
+    from worldmill.training import data
+
+    ref = data.index_shards(shards)[0]
+    clip = data.decode_clip(ref, 64)  # (24, 64, 64, 3) uint8
+    a = generate_ar(run, "a camera panning over coins", clip[0], frames=2, seed=1)
+    b = generate_ar(run, "a camera panning over coins", clip[0], frames=2, seed=1)
+    assert a.dtype == np.uint8 and a.shape == (9, 32, 32, 3)  # 3 latent frames, 4x4 tokens
+    assert np.array_equal(a, b)
+    c = generate_ar(run, "a camera panning over coins", clip, frames=1, seed=1, temperature=0)
+    assert c.shape == (9, 32, 32, 3)  # 2 context latent frames (max_t - 1) + 1 generated
 
 
 def test_train_ar_reads_a_worldmill_encode_output(shards, dv_tokenizer, tmp_path):

@@ -1,6 +1,7 @@
 """The run machinery end to end: a Prefect flow launches torchrun (2 ranks, gloo), one rank
 is SIGKILLed mid-run, Prefect retries the task, the retry resumes from the latest
-megatron-core dist checkpoint, and the loss trajectory equals an uninterrupted run's."""
+megatron-core dist checkpoint, and the loss trajectory equals an uninterrupted run's --
+for every model kind (parametrised)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,32 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.training.conftest import TINY
+from tests.training.conftest import TINY, TINY_AR
 from worldmill.flows.train import train
 from worldmill.training import launch, metrics
 from worldmill.training.registry import resolve_config
 
 STEPS, EVERY, KILL_AT = 24, 6, 9
 RUN = TINY + [f"run.steps={STEPS}", f"run.checkpoint_every={EVERY}"]
+RUN_AR = TINY_AR + [f"run.steps={STEPS}", f"run.checkpoint_every={EVERY}"]
+FIGURE = {"tokenizer": "recon.png", "ar": "predict.png"}
 
 
-def _uninterrupted(shards: Path, out: Path) -> list[dict]:
-    cfg = resolve_config("tokenizer", None, RUN)
+@pytest.fixture(params=["tokenizer", "ar"])
+def kind_run(request, shards) -> tuple[str, list[str]]:
+    """(kind, overrides) of a tiny 2-rank run of each kind (upstream runs included)."""
+    if request.param == "ar":
+        tok = request.getfixturevalue("dv_tokenizer")
+        return "ar", [*RUN_AR, f"tokenizer={tok}"]
+    return "tokenizer", RUN
+
+
+def _uninterrupted(kind: str, overrides: list[str], shards: Path, out: Path) -> list[dict]:
+    cfg = resolve_config(kind, None, overrides)
     launch.write_run_config(out, cfg)
-    launch.launch_trainer("tokenizer", shards, out, nproc=2, log=lambda _: None)
+    launch.launch_trainer(kind, shards, out, nproc=2, log=lambda _: None)
     return metrics.read_log(out / "log.jsonl")
 
 
@@ -55,15 +68,16 @@ def _kill_a_rank_at(run: Path, step: int, killed: dict) -> None:
         time.sleep(0.02)
 
 
-def test_sigkill_mid_run_then_flow_retry_resumes_with_identical_losses(shards, tmp_path):
-    ref = _uninterrupted(shards, tmp_path / "ref")
+def test_sigkill_mid_run_then_flow_retry_resumes_with_identical_losses(kind_run, shards, tmp_path):
+    kind, overrides = kind_run
+    ref = _uninterrupted(kind, overrides, shards, tmp_path / "ref")
     assert [r["step"] for r in ref] == list(range(1, STEPS + 1))
 
     run = tmp_path / "run"
     killed: dict = {}
     watcher = threading.Thread(target=_kill_a_rank_at, args=(run, KILL_AT, killed), daemon=True)
     watcher.start()
-    result = train(kind="tokenizer", data=str(shards), out=str(run), overrides=RUN)
+    result = train(kind=kind, data=str(shards), out=str(run), overrides=overrides)
     watcher.join(timeout=5)
 
     assert killed and KILL_AT <= killed["at_step"] < STEPS, killed
@@ -82,7 +96,8 @@ def test_sigkill_mid_run_then_flow_retry_resumes_with_identical_losses(shards, t
     for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim"):
         assert isinstance(result[k], float)
     assert json.loads((run / "metrics.json").read_text())["steps"] == STEPS
-    assert (run / "loss.png").stat().st_size > 1000 and (run / "recon.png").stat().st_size > 1000
+    assert (run / "loss.png").stat().st_size > 1000
+    assert (run / FIGURE[kind]).stat().st_size > 1000
 
     _assert_visible_in_prefect(attempts=2)
 

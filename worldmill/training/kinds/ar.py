@@ -52,6 +52,7 @@ class ArModelConfig(StrictModel):
     num_query_groups: int | None = Field(None, ge=0)
     ffn_hidden_size: int | None = Field(None, ge=0)
     prefix_tokens: int | None = Field(None, ge=0)  # caption prefix slots; 0 = unconditional
+    code_init: bool = True  # token embeddings start from the FSQ code geometry (models/ar.py)
 
 
 class TokenDataConfig(StrictModel):
@@ -88,7 +89,8 @@ class ArTrainConfig(TrainConfig):
     run: RunConfig = Field(default_factory=lambda: RunConfig(steps=300, checkpoint_every=100))
 
 
-def tokenizer_vocab(tokenizer_run: str | Path) -> int:
+def tokenizer_levels(tokenizer_run: str | Path) -> list[int]:
+    """FSQ levels of a DV tokenizer run (their product is the AR vocabulary)."""
     from worldmill.training.registry import load_run_config
 
     tcfg = load_run_config(tokenizer_run)
@@ -97,15 +99,23 @@ def tokenizer_vocab(tokenizer_run: str | Path) -> int:
             f"tokenizer: {tokenizer_run} is a {tcfg.model.kind.upper()} tokenizer; the AR "
             "model needs discrete tokens (train one with --set model.kind=dv)"
         )
-    return math.prod(tcfg.model.fsq_levels)
+    return list(tcfg.model.fsq_levels)
 
 
-def model_config(cfg: ArTrainConfig, vocab: int) -> ARConfig:
+def tokenizer_vocab(tokenizer_run: str | Path) -> int:
+    return math.prod(tokenizer_levels(tokenizer_run))
+
+
+def model_config(cfg: ArTrainConfig, levels: list[int]) -> ARConfig:
     m = cfg.model
-    over = {k: v for k, v in m.model_dump().items() if k != "preset" and v is not None}
+    over = {
+        k: v
+        for k, v in m.model_dump().items()
+        if k not in ("preset", "code_init") and v is not None
+    }
     return preset(
-        m.preset, vocab_size=vocab, max_t=cfg.data.frames, max_h=cfg.data.size,
-        max_w=cfg.data.size, **over,
+        m.preset, vocab_size=math.prod(levels), max_t=cfg.data.frames, max_h=cfg.data.size,
+        max_w=cfg.data.size, fsq_levels=tuple(levels) if m.code_init else (), **over,
     )  # fmt: skip
 
 
@@ -185,7 +195,7 @@ class ArSpec(Spec):
         return out
 
     def build_model(self, cfg: ArTrainConfig, ctx: RunContext) -> ARWorldModel:
-        return ARWorldModel(model_config(cfg, tokenizer_vocab(ctx.upstream["tokenizer"])))
+        return ARWorldModel(model_config(cfg, tokenizer_levels(ctx.upstream["tokenizer"])))
 
     def build_data(self, cfg: ArTrainConfig, ctx: RunContext) -> TokenData:
         return TokenData(cfg, ctx)

@@ -58,6 +58,9 @@ class ARConfig:
     # embeddings start as a random linear map of each id's FSQ code vector: ids with nearby
     # codes (nearby pixels) start with nearby embeddings and logits. () = plain random init.
     fsq_levels: tuple[int, ...] = ()
+    # Add the embedding of the token at (t - 1, h, w) to the slot predicting (t, h, w): the
+    # previous frame's token at the same place, the strongest single cue for the next one.
+    prev_frame: bool = True
 
     @property
     def ffn(self) -> int:
@@ -200,18 +203,27 @@ class ARWorldModel(nn.Module):
         return rearrange(p, "b (p d) -> b p d", p=self.cfg.prefix_tokens)
 
     def inputs(
-        self, prev: torch.Tensor, pos: torch.Tensor, text: torch.Tensor | None, first: bool
+        self,
+        prev: torch.Tensor,
+        pos: torch.Tensor,
+        text: torch.Tensor | None,
+        first: bool,
+        above: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decoder input ``(S, B, D)`` for the slots predicting the tokens at ``pos`` (n, 3).
 
         ``prev`` ``(B, n)`` or ``(B, n - 1)`` when ``first``: the tokens before each
-        predicted one; ``first`` puts the caption prefix and BOS in front (sequence start)."""
+        predicted one; ``first`` puts the caption prefix and BOS in front (sequence start).
+        ``above`` ``(B, n)``: the token at ``(t - 1, h, w)`` of each predicted one (-1 in
+        frame 0), added when ``cfg.prev_frame``."""
         b = prev.shape[0]
         x = self._embed_tokens(prev) if prev.shape[1] else prev.new_zeros(b, 0).float()
         if first:
             bos = self.bos.expand(b, 1, -1)
             x = torch.cat([bos, x.to(bos.dtype)], 1) if x.shape[1] else bos
         x = x + self._pos(pos)[None]
+        if self.cfg.prev_frame and above is not None:
+            x = x + self._embed_tokens(above.clamp_min(0)) * (above >= 0)[..., None]
         if first:
             x = torch.cat([self.prefix(text, b), x], 1)
         return rearrange(x, "b s d -> s b d")
@@ -238,7 +250,8 @@ class ARWorldModel(nn.Module):
         caption embedding ``text`` ``(B, 384)``. The model owns its loss."""
         b, t, h, w = tokens.shape
         flat = tokens.reshape(b, -1)
-        x = self.inputs(flat[:, :-1], positions(t, h, w, tokens.device), text, first=True)
+        pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
+        x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
         p = self.cfg.prefix_tokens
         labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
         loss = self.gpt_loss(x, labels)  # (B, P + N)
@@ -253,7 +266,8 @@ class ARWorldModel(nn.Module):
         before it (full-vocab, gathered over tensor-parallel ranks)."""
         b, t, h, w = tokens.shape
         flat = tokens.reshape(b, -1)
-        x = self.inputs(flat[:, :-1], positions(t, h, w, tokens.device), text, first=True)
+        pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
+        x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
         return self._gpt(x)[:, self.cfg.prefix_tokens :]
 
     # -- sampling --------------------------------------------------------------------------
@@ -302,15 +316,26 @@ class ARWorldModel(nn.Module):
             past = 0
             for i in range(n0, n):
                 if cache is None or i == n0:  # full (re)compute: prefix + tokens 0..i-1
-                    x = self.inputs(out[:, :i], pos[: i + 1], text, first=True)
+                    up = _above(out, 0, i + 1, h * w)
+                    x = self.inputs(out[:, :i], pos[: i + 1], text, first=True, above=up)
                 else:  # one new slot: token i-1, predicting position i
-                    x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, first=False)
+                    up = _above(out, i, i + 1, h * w)
+                    x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, False, above=up)
                 logits = self._gpt(x, cache=cache, past=past)[:, -1].float()
                 if cache is not None:
                     past += x.shape[0]
                     cache.sequence_len_offset = past
                 out[:, i] = sample_logits(logits, temperature, top_k, top_p, gen)
         return out.reshape(b, t, h, w)
+
+
+def _above(flat: torch.Tensor, start: int, stop: int, hw: int) -> torch.Tensor:
+    """``(B, stop - start)``: for raster positions ``start .. stop-1`` the token one latent
+    frame earlier (``hw`` positions back), -1 in frame 0. Only reads positions < ``stop -
+    hw``, i.e. tokens already known when position ``stop - 1`` is predicted."""
+    idx = torch.arange(start, stop, device=flat.device) - hw
+    got = flat[:, idx.clamp_min(0)]
+    return torch.where(idx[None] >= 0, got, torch.full_like(got, -1))
 
 
 def sample_logits(

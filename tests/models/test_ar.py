@@ -165,3 +165,20 @@ def test_cosmos_like_presets_are_4b_and_12b():
     for cfg in (b4, b12):
         assert cfg.vocab_size == 64_000 and cfg.hidden_size % cfg.num_heads == 0
         assert cfg.num_heads % cfg.groups == 0 and cfg.max_tokens == 5 * 40 * 64
+
+
+def test_code_init_puts_nearby_fsq_codes_at_nearby_embeddings():
+    from worldmill.models.fsq import FSQ
+
+    cfg = replace(TINY, fsq_levels=(4, 4, 4))  # 64 codes = vocab
+    emb = _model(0, cfg).gpt.embedding.word_embeddings.weight.detach()
+    codes = FSQ([4, 4, 4]).ids_to_codes(torch.arange(64))
+    d_code = torch.cdist(codes, codes).flatten()
+    d_emb = torch.cdist(emb, emb).flatten()
+    near, far = d_code[d_code > 0].min(), d_code.max()
+    assert d_emb[d_code == near].mean() < 0.6 * d_emb[d_code == far].mean()
+    rand = _model(0).gpt.embedding.word_embeddings.weight.detach()  # plain init: no structure
+    d_rand = torch.cdist(rand, rand).flatten()
+    assert d_rand[d_code == near].mean() > 0.8 * d_rand[d_code == far].mean()
+    with pytest.raises(ValueError, match="codes"):
+        _model(0, replace(TINY, fsq_levels=(4, 4)))

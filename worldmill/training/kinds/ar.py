@@ -53,6 +53,7 @@ class ArModelConfig(StrictModel):
     ffn_hidden_size: int | None = Field(None, ge=0)
     prefix_tokens: int | None = Field(None, ge=0)  # caption prefix slots; 0 = unconditional
     code_init: bool = True  # token embeddings start from the FSQ code geometry (models/ar.py)
+    prev_frame: bool | None = None  # add the (t-1, h, w) token to each slot (preset: on)
 
 
 class TokenDataConfig(StrictModel):

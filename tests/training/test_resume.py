@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.training.conftest import tiny_overrides
+from tests.conftest import tiny_overrides
 from worldmill.flows.train import train
 from worldmill.training import launch, metrics
 from worldmill.training.registry import get_spec, kinds, resolve_config

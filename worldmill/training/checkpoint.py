@@ -83,7 +83,9 @@ class _LikeParams:
         src = self.msd.get(f"model.{param_name}") if self.msd is not None else None
         if src is not None:
             out = src.without_data()
-            out.key, out.data = key, t
+            # megatron stacks the layers' tensors under one key (each layer a slice of it,
+            # keyed without the layer number): keep that key, or layer slices collide.
+            out.key, out.data = key.replace(param_name, src.key.removeprefix("model."), 1), t
             return out
         return mc.ShardedTensor.from_rank_offsets(key, t, replica_id=self.rank)
 

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from worldmill.config import StrictModel
+
+# Every class NudeNet 3.4's detector reports (nudenet.nudenet.__labels; a test checks).
+NUDENET_CLASSES = [
+    "FEMALE_GENITALIA_COVERED",
+    "FACE_FEMALE",
+    "BUTTOCKS_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_BREAST_EXPOSED",
+    "ANUS_EXPOSED",
+    "FEET_EXPOSED",
+    "BELLY_COVERED",
+    "FEET_COVERED",
+    "ARMPITS_COVERED",
+    "ARMPITS_EXPOSED",
+    "FACE_MALE",
+    "BELLY_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "ANUS_COVERED",
+    "FEMALE_BREAST_COVERED",
+    "BUTTOCKS_COVERED",
+]
 
 # NudeNet 3.x detector classes that make a frame NSFW (the others -- faces, covered body
 # parts, feet, armpits, belly -- do not).
@@ -41,3 +63,11 @@ class Guardrails(StrictModel):
     nsfw_threshold: float = Field(0.5, gt=0, lt=1)  # detection score that withholds a frame
     nsfw_classes: list[str] = Field(default_factory=lambda: list(NSFW_CLASSES))
     nsfw_stride: int = Field(1, ge=1)  # check every n-th frame; a hit withholds its neighbours
+
+    @field_validator("nsfw_classes")
+    @classmethod
+    def _known_classes(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in NUDENET_CLASSES]
+        if bad:
+            raise ValueError(f"unknown NudeNet class(es) {bad}; known: {NUDENET_CLASSES}")
+        return v

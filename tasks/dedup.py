@@ -251,6 +251,10 @@ def resolve_pairs(
     keeper[comp_sorted[first_pos]] = order[first_pos]
     keep_of = keeper[comp_all]  # (N,)
 
+    # Rank on merit alone (no protection), to say whether protection decided a group.
+    merit = np.empty(n, np.int64)
+    merit[np.lexsort((id_rank, -q, -rate, -pixels))] = np.arange(n)  # 0 = best
+
     rejected = np.nonzero((keep_of != np.arange(n)) & ~protected)[0]
     result = DedupResult(nn_similarity=nn)
     for r in rejected:
@@ -263,7 +267,7 @@ def resolve_pairs(
             why = SEMANTIC
         result.dup_of[ids[r]] = ids[k]
         result.reason[ids[r]] = why
-        if protected[k]:
+        if protected[k] and merit[r] < merit[k]:  # would have won, but shards are final
             detail = f"{ids[k]} is already sharded (shards are append-only)"
         elif pixels[k] > pixels[r]:
             detail = (

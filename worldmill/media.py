@@ -99,9 +99,8 @@ def probe(path: str, timeout: float = 60) -> ProbeInfo:
         raise MediaError("video stream has no frame size")
     if dur <= 0 or fps <= 0:
         raise MediaError("video stream has no duration or frame rate (truncated?)")
-    return ProbeInfo(
-        dur, w, h, fps, nb, v.get("codec_name", ""), has_audio, info, _bit_rate(v, info, dur)
-    )
+    codec = v.get("codec_name", "")
+    return ProbeInfo(dur, w, h, fps, nb, codec, has_audio, _bit_rate(v, info, dur), raw=info)
 
 
 def _bit_rate(stream: dict, info: dict, duration_s: float) -> int:

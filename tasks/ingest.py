@@ -81,9 +81,10 @@ def list_inputs(
             continue
         full = p if fs.protocol in ("file", ("file", "local")) else fs.unstrip_protocol(p)
         name = p.rsplit("/", 1)[-1].lower()
+        rel = p[len(root) :] if p.startswith(root.rstrip("/") + "/") else name
         why = ""
-        if name.startswith("."):
-            why = "hidden file"
+        if any(part.startswith(".") for part in rel.split("/") if part):
+            why = "hidden file"  # or inside a hidden folder (.git/, .cache/)
         elif skip and not include_all and name.endswith(skip):
             why = f"sidecar extension {next(e for e in skip if name.endswith(e))} (skip_extensions)"
         elif only and not name.endswith(only):

@@ -104,3 +104,13 @@ def test_every_format_ffmpeg_reads_is_probed_and_nothing_is_silent(formats):
     assert failed["path"] == str(formats / "random.bin")
     assert failed["reason"].startswith("probe: ")
     assert res.files_seen == 5 == len(res.todo) + len(res.files_skipped) + len(res.files_failed)
+
+
+def test_files_in_hidden_folders_are_listed_as_hidden(tmp_path):
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "x.mp4").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "y.mp4").write_bytes(b"y")
+    skipped = []
+    assert list_inputs(str(tmp_path), [], skipped=skipped) == [str(tmp_path / "sub" / "y.mp4")]
+    assert skipped == [{"path": str(tmp_path / ".cache" / "x.mp4"), "reason": "hidden file"}]

@@ -23,7 +23,8 @@ Policy
   exact edges, else "near" if it is connected to the keeper by visual (exact+near) edges
   alone, else "semantic". ``explain`` says in words why the keeper won, e.g.
   ``"near: lower source resolution than <id> (854x480 < 1280x720)"`` or
-  ``"near: <id> is already sharded (shards are append-only)"``; it becomes the
+  ``"near: <id> is already sharded (shards are append-only)"`` (said when the shard rule
+  decided it: the rejected row would have won on merit); it becomes the
   ``clips.dup_reason`` column.
 
 Semantic dedup and template captions

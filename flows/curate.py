@@ -67,10 +67,11 @@ def curate_dag(config: CurateConfig) -> dict:
     ing = ingest_task(
         config.input,
         store.video_rows(),
-        config.extensions,
+        config.skip_extensions,
         config.include_all_files,
         config.retry_failed,
         os.path.join(out, "cache"),
+        config.extensions,
     )
     store.upsert_videos(ing.recorded, run_id)  # failed and duplicate files: final already
     batches = _batches(ing.todo, config.videos_per_task)
@@ -144,6 +145,10 @@ def summarize(store: Store, ing, run_id: str, shards: dict, seconds: float) -> d
         "videos_new": len(ing.todo),
         "videos_recorded": dict(Counter(v.status for v in ing.recorded)),
         "videos_skipped": ing.skipped,
+        # Every file seen is accounted for; these two say which were not curated and why.
+        "files_seen": ing.files_seen,
+        "files_skipped": ing.files_skipped,
+        "files_failed": ing.files_failed,
         "run_clips": len(this_run),
         "run_kept": sum(r["kept"] for r in this_run),
         "run_reject_reasons": dict(Counter(r["reject_reason"] for r in this_run if not r["kept"])),

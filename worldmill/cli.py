@@ -78,6 +78,13 @@ def print_summary(s: dict) -> None:
     print(
         f"  videos: {s['videos_new']} new, {s['videos_skipped']} already processed, recorded: {rec}"
     )
+    for what in ("files_skipped", "files_failed"):  # every file seen is accounted for
+        files = s.get(what, [])
+        print(f"  {what.replace('_', ' ')}: {len(files)}")
+        for f in files[:10]:
+            print(f"    {f['path']}: {f['reason']}")
+        if len(files) > 10:
+            print(f"    ... {len(files) - 10} more in the report's summary.json")
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(s["run_reject_reasons"].items())) or "none"
     print(f"  clips this run: {s['run_clips']} ({s['run_kept']} kept; rejected: {reasons})")
     print(

@@ -7,6 +7,10 @@ Incremental: ingest skips content already in ``videos``; the catalogue stages on
 when something new was committed. Killed mid-way? Staging files of finished videos are
 committed on the next run and their work is not repeated; keyed writes mean no duplicate
 rows.
+
+One run at a time per OUT: the flow holds OUT's run lock (``worldmill/runlock.py``) from
+before ingest to the end, so an overlapping run (a manual one during the nightly) waits for
+it and then finds the work done, or gives up after ``lock_timeout_s``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from prefect.runtime import flow_run
 from worldmill.cluster import make_task_runner, runner_spec
 from worldmill.config import CurateConfig
 from worldmill.records import Video
+from worldmill.runlock import run_lock
 from worldmill.stages import load_stages
 from worldmill.store import Store
 from worldmill.tasks.dedup import dedup_task
@@ -34,6 +39,7 @@ from worldmill.tasks.process_video import process_video_task, read_staging, stag
 from worldmill.tasks.report import report_task
 from worldmill.tasks.shard import shard_task
 from worldmill.tasks.taxonomy import taxonomy_task
+from worldmill.tasks.transcode import remove_stale_temp
 
 
 @flow(name="curate", log_prints=True)
@@ -47,8 +53,13 @@ def curate(config: CurateConfig) -> dict:
         raise ValueError("config.input is empty: set the folder or URI of raw videos")
     config = config.model_copy(update={"out": os.path.abspath(config.out)})
     load_stages(config.stages)  # fail fast on a stage that cannot be imported
-    runner = make_task_runner(config.dask)
-    return curate_dag.with_options(task_runner=runner)(config)
+    log = get_run_logger()
+    # Before the cluster starts: a run that waits for the lock holds no workers.
+    with run_lock(config.out, config.lock_timeout_s, on_wait=log.warning):
+        if n := remove_stale_temp(os.path.join(config.out, "clips")):
+            log.info("removed %d temp files left by a killed run", n)
+        runner = make_task_runner(config.dask)
+        return curate_dag.with_options(task_runner=runner)(config)
 
 
 @flow(name="curate-dag", log_prints=True)

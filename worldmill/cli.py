@@ -34,11 +34,24 @@ def _curate(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"worldmill curate: {e}", file=sys.stderr)
         return 2
-    summary = run_curate(cfg)
+    from worldmill.runlock import EXIT_LOCKED, RunLockTimeout, run_lock
+
+    # One run per OUT: wait for a run already there (before Prefect and Dask start), exit 3
+    # if it outlasts lock_timeout_s. The flow takes the same lock again (re-entrant).
+    try:
+        with run_lock(cfg.out, cfg.lock_timeout_s, on_wait=_say):
+            summary = run_curate(cfg)
+    except RunLockTimeout as e:
+        print(f"worldmill curate: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     if summary is None:
         return 1
     print_summary(summary)
     return 0
+
+
+def _say(msg: str) -> None:
+    print(f"worldmill curate: {msg}", file=sys.stderr, flush=True)
 
 
 def _check_input(uri: str) -> None:

@@ -56,7 +56,12 @@ def curate(config: CurateConfig) -> dict:
     log = get_run_logger()
     # Before the cluster starts: a run that waits for the lock holds no workers.
     with run_lock(config.out, config.lock_timeout_s, on_wait=log.warning):
-        if n := remove_stale_temp(os.path.join(config.out, "clips")):
+        # Holding the lock, no other run writes here: any temp file is a killed run's.
+        n = remove_stale_temp(os.path.join(config.out, "clips"))
+        for part in staging_dir(config.out).glob("*.part"):
+            part.unlink(missing_ok=True)
+            n += 1
+        if n:
             log.info("removed %d temp files left by a killed run", n)
         runner = make_task_runner(config.dask)
         return curate_dag.with_options(task_runner=runner)(config)
@@ -86,13 +91,16 @@ def curate_dag(config: CurateConfig) -> dict:
     store.upsert_videos(ing.recorded, run_id)  # failed and duplicate files: final already
     batches = _batches(ing.todo, config.videos_per_task)
     futures = process_video_task.map(batches, unmapped(config))
+    batch_of = {id(f): b for f, b in zip(futures, batches, strict=True)}
     done, infra_errors = 0, []
     for fut in as_completed(futures):
         try:
             fut.result()
         except Exception as e:  # infrastructure failure after retries: keep the rest
-            infra_errors.append(str(e))
-            log.error("a process-video task failed after retries: %s", e)
+            # Its videos get no row, so the next run processes them again.
+            paths = ", ".join(v.path for v in batch_of.get(id(fut), []))
+            infra_errors.append(f"{paths}: {e}")
+            log.error("process-video failed after retries (left for the next run) %s", paths)
             continue
         done += commit_staging(store, run_id)
         log.info("progress: %d/%d videos committed", done, len(ing.todo))
@@ -114,7 +122,10 @@ def curate_dag(config: CurateConfig) -> dict:
     summary["dedup"] = {k: v for k, v in (dedup_info or {}).items() if k != "report"}
     summary["report"] = report_task(out, run_id, summary, dedup_info)
     if infra_errors:
-        raise RuntimeError(f"{len(infra_errors)} process-video task(s) failed: {infra_errors[0]}")
+        raise RuntimeError(
+            f"{len(infra_errors)} process-video task(s) failed, their videos are left for the "
+            f"next run: {infra_errors[0]}"
+        )
     return summary
 
 

@@ -131,8 +131,3 @@ def _release(path: str) -> None:
             return
         del _held[path]
     lock.release()
-
-
-def holds_lock(out: str | os.PathLike) -> bool:
-    """True when this process holds OUT's run lock."""
-    return str(lock_path(out).resolve()) in _held

@@ -41,6 +41,18 @@ def _ui(api: str) -> str:
     return api.removesuffix("/api")
 
 
+def field(page, label: str):
+    """The input of the run form's property labelled ``label`` (the innermost property with
+    that label: nested models repeat the layout)."""
+    return page.locator(
+        f"xpath=//span[contains(@class, 'schema-form-property__label') and "
+        f"normalize-space()='{label}']"
+        "/ancestor::div[contains(concat(' ', normalize-space(@class), ' '), "
+        "' schema-form-property ')][1]"
+        "/div[contains(@class, 'p-label__body')]//*[self::input or self::textarea or self::select]"
+    ).first
+
+
 def test_run_form_shows_config_fields(page, prefect_server, nightly_deployment, small_corpus):
     from playwright.sync_api import expect
 
@@ -48,15 +60,11 @@ def test_run_form_shows_config_fields(page, prefect_server, nightly_deployment, 
     dep = nightly_deployment["deployment"]
     page.goto(f"{_ui(api)}/deployments/deployment/{dep['id']}/run")
     # Fields of CurateConfig, filled with the deployment's parameters (top level and nested).
-    expect(page.get_by_label("Input (Optional)", exact=True)).to_have_value(
-        str(small_corpus), timeout=WAIT_MS
-    )
-    expect(page.get_by_label("Out (Optional)", exact=True)).to_have_value(
-        str(nightly_deployment["out"])
-    )
-    expect(page.get_by_label("Lock Timeout S (Optional)", exact=True)).to_have_value("600")
-    expect(page.get_by_label("N Workers (Optional)", exact=True)).to_have_value("2")
-    expect(page.get_by_label("Max Clip S (Optional)", exact=True)).to_have_value("60")
+    expect(field(page, "Input (Optional)")).to_have_value(str(small_corpus), timeout=WAIT_MS)
+    expect(field(page, "Out (Optional)")).to_have_value(str(nightly_deployment["out"]))
+    expect(field(page, "Lock Timeout S (Optional)")).to_have_value("600")
+    expect(field(page, "N Workers (Optional)")).to_have_value("2")  # --set dask.n_workers=2
+    expect(field(page, "Max Clip S (Optional)")).to_have_value("60")  # split.max_clip_s
 
 
 def test_report_artifact_shows_contact_sheet(page, nightly_run):

@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+    # A run started beside a busy one (two at once, see worldmill/runlock.py) can take longer
+    # than Prefect's default 20 s to start its ephemeral server on a loaded machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if argv and argv[0] == "train":
         from worldmill.training.cli import main as train_main
 

@@ -73,7 +73,7 @@ def write_staging(out: str, video: Video, clips: list[Clip]) -> str:
     d = staging_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{video.video_id}.json"
-    tmp = path.with_suffix(".part")
+    tmp = path.with_suffix(f".{os.getpid()}-{time.monotonic_ns()}.part")  # unique per writer
     payload = {"video": video.__dict__, "clips": [c.to_dict() for c in clips]}
     # default=: a numpy value a stage left anywhere on a clip is written as its JSON form
     # instead of failing the whole task (stages.coerce_clip already handles clip.extra).

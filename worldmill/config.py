@@ -147,6 +147,9 @@ class CurateConfig(StrictModel):
     taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     videos_per_task: int = Field(1, ge=1)  # Prefect task granularity (each task costs ~1 s)
+    # Seconds a run waits for another run on the same OUT to finish (the run lock) before
+    # giving up with exit code 3; -1 waits forever, 0 gives up at once.
+    lock_timeout_s: float = Field(600.0, ge=-1)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

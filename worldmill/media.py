@@ -16,6 +16,12 @@ class MediaError(Exception):
     """A file could not be probed or decoded; the message is meant for people."""
 
 
+class InfraError(OSError):
+    """Processing a readable file failed for a reason that is not the file's (ffmpeg killed,
+    disk full, a temp directory removed under it). Never recorded as a rejection: it raises,
+    Prefect retries the task, and a video it still stops is left for the next run."""
+
+
 @lru_cache(maxsize=1)
 def ffmpeg_bin() -> str:
     path = shutil.which("ffmpeg")

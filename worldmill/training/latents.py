@@ -23,10 +23,10 @@ clips' metadata), exactly like the tokenizer's split.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shutil
-import tarfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldmill import shards
 from worldmill.training import data
 
 TEXT_FILE = "text_embeddings.npz"
@@ -96,16 +97,19 @@ def ensure_encoded(
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _samples(shard: str) -> dict[str, shards.Sample]:
+    return {s.key: s for s in shards.index_shard(shard)}
+
+
 def _caption(ref: data.ClipRef) -> str:
     if ref.meta.get("caption"):
         return str(ref.meta["caption"])
-    key = ref.member[: -len(".mp4")]
-    with tarfile.open(ref.shard) as tf:
-        try:
-            f = tf.extractfile(key + ".txt")
-        except KeyError:
-            return ""
-        return f.read().decode("utf-8", "replace").strip() if f else ""
+    key = ref.member[: -len(f".{shards.VIDEO}")]
+    sample = _samples(ref.shard).get(key)
+    if sample is None or shards.CAPTION not in sample.parts:
+        return ""
+    return sample.read(shards.CAPTION).decode("utf-8", "replace").strip()
 
 
 def embed_captions(refs: list[data.ClipRef], out: str | Path) -> Path:
@@ -138,19 +142,17 @@ def caption_embeddings(path: str | Path) -> dict[str, tuple[str, np.ndarray]]:
 def index_latents(root: str | Path, kind: str = "tokens") -> list[LatentRef]:
     """One LatentRef per encoded clip (``kind`` "tokens" or "latent"), sorted by clip id.
     Each ref points back at its source clip (for pixels and the held-out split)."""
-    suffix = f".{kind}.npy"
+    part = f"{kind}.npy"
+    suffix = f".{part}"
     refs: list[LatentRef] = []
     for shard in data.list_shards(root):
-        with tarfile.open(shard) as tf:
-            members = {m.name: m for m in tf.getmembers() if m.isfile()}
-            for name, m in members.items():
-                if not name.endswith(suffix):
-                    continue
-                key = name[: -len(suffix)]
-                f = tf.extractfile(members[key + ".json"])
-                info = json.loads(f.read()) if f else {}
-                cid = str(info.get("clip_id") or key)
-                refs.append(LatentRef(cid, str(shard), name, m.offset_data, m.size, info))
+        for s in shards.index_shard(shard):
+            if part not in s.parts:
+                continue
+            info = json.loads(s.read(shards.META)) if shards.META in s.parts else {}
+            cid = str(info.get("clip_id") or s.key)
+            rng = s.parts[part]
+            refs.append(LatentRef(cid, str(shard), f"{s.key}{suffix}", rng.offset, rng.size, info))
     if not refs:
         raise FileNotFoundError(f"no *{suffix} samples under {root}")
     sources: dict[str, data.ClipRef] = {}
@@ -178,9 +180,7 @@ def split_holdout(refs: list[LatentRef], n: int) -> tuple[list[LatentRef], list[
 def load_array(ref: LatentRef) -> np.ndarray:
     """The clip's tokens ``(T', H', W')`` int32 or latent ``(C, T', H', W')`` float16,
     read by offset (no tar scan)."""
-    with open(ref.shard, "rb") as f:
-        f.seek(ref.offset)
-        return np.load(io.BytesIO(f.read(ref.size)))
+    return np.load(io.BytesIO(shards.read_part(ref.shard, shards.Part(ref.offset, ref.size))))
 
 
 class ArrayCache:

@@ -5,6 +5,7 @@ worldmill sample-data DIR [--seed N] [--small]
 worldmill demo [DIR]                       # sample corpus -> curate -> summary
 worldmill deploy --input DIR --out DIR     # register curate/nightly on a Prefect server
 worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]
+worldmill rollouts ENV --episodes N --steps T --out DIR [--policy sticky|random] [--seed S]
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         from worldmill.training.cli import encode_main
 
         return encode_main(argv[1:])
+    if argv and argv[0] == "rollouts":
+        from worldmill.rollouts.cli import main as rollouts_main
+
+        return rollouts_main(argv[1:])
     if argv and argv[0] == "deploy":
         from worldmill.deployments.curate import main as deploy_main
 
@@ -172,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     j.set_defaults(fn=_json)
     sub.add_parser("deploy", help="register curate/nightly on the Prefect server (see --help)")
     sub.add_parser("train", help="launch a training run (see 'worldmill train --help')")
+    sub.add_parser("rollouts", help="episodes from a real simulator (see 'worldmill rollouts --help')")
     sub.add_parser("encode", help="encode a shard set to latents/tokens with a trained tokenizer")
 
     args = p.parse_args(argv)

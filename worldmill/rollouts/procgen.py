@@ -80,7 +80,8 @@ def make(name: str, size: int) -> CoinRun:
     try:
         import procgen  # noqa: F401
     except ImportError as e:
-        raise missing(name, getattr(e, "name", None) or "procgen-mirror", e) from e
+        mod = getattr(e, "name", None) or "procgen"
+        raise missing(name, {"procgen": "procgen-mirror"}.get(mod, mod), e) from e
     env = CoinRun("coinrun", size, name)
     try:
         env.reset(0)

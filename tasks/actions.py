@@ -7,10 +7,13 @@ actions cut with its clips: a clip whose first frame is source frame ``s`` and w
 shards as ``<clip_id>.actions.npy``.
 
 The start frame is the first frame at or after ``start_s``: transcode forces a keyframe
-there and the segment muxer cuts on it. Alignment needs the clip to keep the source's
-frame rate (``transcode.fps: 0``); anything that breaks it (a frame-rate change, a sidecar
-whose length is not the video's frame count, an unreadable sidecar) is a per-clip
-``actions`` error, never a silently shifted label.
+there and the segment muxer cuts on it. With B-frames the muxer sees timestamps shifted by
+the reorder delay, so an encoder-chosen keyframe (a scene cut) one or two frames before a
+cut time can move the cut there; ``configs/rollouts.yaml`` sets ``transcode.bframes: 0``,
+which makes the cuts exact. Alignment also needs the source's frame rate (``transcode.fps:
+0``). Anything that breaks it (a moved cut: the clip holds another number of frames than
+its span; a frame-rate change; a sidecar whose length is not the video's frame count; an
+unreadable sidecar) is a per-clip ``actions`` error, never a silently shifted label.
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ def attach_actions(video: Video, clips: list[Clip]) -> None:
             c.error(STAGE, f"clip is {c.fps:g} fps, source {video.fps:g}: set transcode.fps: 0")
             continue
         s = first_frame(c.start_s, video.fps)
+        want = min(first_frame(c.end_s, video.fps), len(arr)) - s
+        if c.num_frames != want:  # the cut moved (see module doc): never shift labels
+            c.error(STAGE, f"clip holds {c.num_frames} frames, {want} lie in its span: cut moved")
+            continue
         if s + c.num_frames > len(arr):
             c.error(STAGE, f"frames {s}..{s + c.num_frames - 1} exceed {len(arr)} actions")
             continue

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     j.set_defaults(fn=_json)
     sub.add_parser("deploy", help="register curate/nightly on the Prefect server (see --help)")
     sub.add_parser("train", help="launch a training run (see 'worldmill train --help')")
-    sub.add_parser("rollouts", help="episodes from a real simulator (see 'worldmill rollouts --help')")
+    sub.add_parser("rollouts", help="episodes from a real simulator (see 'rollouts --help')")
     sub.add_parser("encode", help="encode a shard set to latents/tokens with a trained tokenizer")
 
     args = p.parse_args(argv)

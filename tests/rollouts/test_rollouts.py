@@ -148,3 +148,12 @@ def test_simulator_that_cannot_import_names_the_package(
     err = capsys.readouterr().err
     assert package in err and "bootstrap.sh" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_rerun_with_fewer_episodes_leaves_no_stale_episode(tmp_path):
+    _run("pong", tmp_path, seed=0)  # 2 episodes
+    rollouts(RolloutsConfig(env="pong", episodes=1, steps=4, out=str(tmp_path), seed=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ep_000000.actions.npy", "ep_000000.dones.npy", "ep_000000.mp4",
+        "ep_000000.rewards.npy", "manifest.json",
+    ]  # fmt: skip

@@ -17,7 +17,8 @@ and frame ``t`` of the mp4 pairs with row ``t`` of every ``.npy``.
 Determinism: episode ``i`` of seed ``S`` uses ``SeedSequence([S, i])`` for both the
 simulator's seed and the policy's generator, so the same ``(S, i)`` gives the same actions
 and frames whatever the number of episodes; nothing in the manifest depends on the clock.
-``<stem>.actions.npy`` is also the sidecar ``worldmill curate`` reads (tasks/actions.py).
+A re-run into the same DIR replaces the set: episode files an earlier manifest listed and
+the new one does not are removed. ``<stem>.actions.npy`` is also the sidecar ``worldmill curate`` reads (tasks/actions.py).
 """
 
 from __future__ import annotations
@@ -134,6 +135,19 @@ def write_episode(out: Path, name: str, ep: Episode, env: Env, crf: int) -> dict
     }
 
 
+_FILES = ("video", "actions", "rewards", "dones")
+
+
+def _previous_files(out: Path) -> set[str]:
+    """Files listed by a manifest an earlier run left in ``out`` (only those are removed
+    when this run does not rewrite them, so that curate never picks up a stale episode)."""
+    try:
+        old = json.loads((out / MANIFEST).read_text())
+        return {str(e[k]) for e in old["episodes"] for k in _FILES if "/" not in str(e[k])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
 def rollouts(cfg: RolloutsConfig) -> dict[str, Any]:
     """Run ``cfg.episodes`` episodes of ``cfg.env`` into ``cfg.out``. Returns the manifest
     plus ``timing`` (seconds simulating and encoding; not written to the manifest)."""
@@ -169,7 +183,10 @@ def rollouts(cfg: RolloutsConfig) -> dict[str, Any]:
         "n_frames": frames,
         "episodes": entries,
     }
+    stale = _previous_files(out) - {e[k] for e in entries for k in _FILES}
     tmp = out / (MANIFEST + ".part")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out / MANIFEST)
+    for name in stale:  # episodes of an earlier, longer run into DIR: not in this manifest
+        (out / name).unlink(missing_ok=True)
     return {**manifest, "timing": {"simulate_s": sim_s, "encode_s": enc_s}}

@@ -7,6 +7,9 @@ against a running Prefect server (``PREFECT_API_URL``)::
     prefect worker start --pool worldmill-process
     prefect deployment run train/tokenizer                # or with --param overrides=[...]
 
+    python -m worldmill.deployments.train ar --data /data/curated/shards \
+        --tokenizer /runs/tok-dv --out /runs/ar        # train/ar: world model on DV tokens
+
 The stored parameters are validated with the same config models before registering, so a
 deployment can never carry a bad value.
 """
@@ -60,6 +63,8 @@ def deploy(params: dict, pool: str = POOL, name: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from worldmill.training.registry import UPSTREAM_FIELDS
+
     p = argparse.ArgumentParser(
         prog="python -m worldmill.deployments.train", description=__doc__.split("\n")[0]
     )
@@ -68,9 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    for key in UPSTREAM_FIELDS:  # upstream runs (ar: --tokenizer RUN), as in the CLI
+        p.add_argument(f"--{key}", metavar="RUN", help=f"upstream {key} run folder")
     p.add_argument("--pool", default=POOL)
     p.add_argument("--name")
     a = p.parse_args(argv)
+    a.overrides += [
+        f"{k}={Path(getattr(a, k)).absolute()}" for k in UPSTREAM_FIELDS if getattr(a, k)
+    ]
     params = parameters(a.kind, a.data, a.out, a.config, a.overrides)
     dep_id = deploy(params, a.pool, a.name)
     print(f"deployment train/{a.name or a.kind} ({dep_id}) on work pool {a.pool!r}")

@@ -39,7 +39,6 @@ import json
 import math
 import os
 import re
-import struct
 import tarfile
 import time
 from collections.abc import Iterator
@@ -54,6 +53,7 @@ from prefect import task
 from webdataset import TarWriter
 
 from worldmill.config import ShardConfig
+from worldmill.shards import write_tar_index
 from worldmill.tasks.actions import actions_npy
 
 MANIFEST = "manifest.json"
@@ -165,27 +165,6 @@ def _next_index(bucket_dir: Path, run_id: str) -> int:
 
 def glob_escape(s: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", s)
-
-
-def _write_tar_index(tar_path: Path) -> tuple[int, list[str]]:
-    """Write Energon's ``<tar>.idx``; return (n_samples, sample keys in order)."""
-    offsets: list[int] = []
-    keys: list[str] = []
-    with tarfile.open(tar_path, "r:") as tf:
-        last = None
-        for m in tf:
-            if not m.isreg() or "." not in m.name.rsplit("/", 1)[-1]:
-                continue
-            key = m.name.split(".", 1)[0]
-            if key != last:
-                offsets.append(m.offset)
-                keys.append(key.rsplit("/", 1)[-1])
-                last = key
-        offsets.append(tf.offset)
-    tmp = tar_path.with_name(tar_path.name + ".idx.tmp")
-    tmp.write_bytes(b"".join(struct.pack("<Q", o) for o in offsets))
-    os.replace(tmp, tar_path.with_name(tar_path.name + ".idx"))
-    return len(keys), keys
 
 
 class _ShardSeries:
@@ -308,7 +287,7 @@ def _scan(out: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
         if old is not None and old.get("bytes") == nbytes and idx_file.is_file():
             shards.append(old)
             continue
-        n, keys = _write_tar_index(tar)  # also (re)creates a missing .tar.idx
+        n, keys = write_tar_index(tar)  # also (re)creates a missing .tar.idx
         m = _SHARD_RE.match(tar.name)
         shards.append(
             {

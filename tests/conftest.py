@@ -12,12 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from worldmill.training.registry import get_spec
+from worldmill.training.sample_shards import write_sample_shards
+
 _HOME = tempfile.mkdtemp(prefix="worldmill-prefect-")
 os.environ.setdefault("PREFECT_HOME", _HOME)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # INFO so that flows send their log lines to the server (tests read them back).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The ephemeral server's default 20 s start-up budget is not enough on a loaded 2-core CI box.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 # Prefect logs "Stopping temporary server" from an atexit hook, after pytest has closed
 # the streams it captured; don't print a "Logging error" traceback for that at exit.
@@ -45,3 +50,43 @@ def small_corpus(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("small_corpus")
     generate(d, seed=101, small=True)
     return d
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory):
+    """8 real H.264 clips (64x64, 24 frames, panning photos) in 2 WebDataset shards."""
+    return write_sample_shards(
+        tmp_path_factory.mktemp("shards"), n_clips=8, size=64, frames=24, clips_per_shard=5
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(shards, tmp_path_factory):
+    """``tiny_run(kind)``: the folder of a finished tiny run of ``kind`` on ``shards`` (with
+    tiny runs of the kinds it depends on trained first), trained once per test session."""
+    from worldmill.training import launch
+    from worldmill.training.registry import resolve_config
+
+    done: dict[tuple, Path] = {}
+
+    def make(kind: str, extra: tuple[str, ...] = ()) -> Path:
+        if (kind, extra) not in done:
+            out = tmp_path_factory.mktemp(f"tiny-{kind}")
+            over = tiny_overrides(kind, make) + list(extra) + ["run.steps=4"]
+            launch.write_run_config(out, resolve_config(kind, None, over))
+            launch.launch_trainer(kind, shards, out, nproc=1, log=lambda _: None)
+            done[kind, extra] = out
+        return done[kind, extra]
+
+    return make
+
+
+def tiny_overrides(kind: str, upstream_run) -> list[str]:
+    """The kind's tiny config plus ``field=RUN`` for each run it depends on (itself tiny,
+    with the spec's ``tiny_upstream`` overrides)."""
+    spec = get_spec(kind)
+    ups = [
+        f"{field}={upstream_run(up, spec.tiny_upstream.get(field, ()))}"
+        for field, up in spec.upstream.items()
+    ]
+    return list(spec.tiny) + ups

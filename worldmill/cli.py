@@ -5,6 +5,8 @@ worldmill sample-data DIR [--seed N] [--small]
 worldmill demo [DIR]                       # sample corpus -> curate -> summary
 worldmill deploy --input DIR --out DIR     # register curate/nightly on a Prefect server
 worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]
+worldmill generate --model RUN --prompt "..." [--image PNG | --video MP4] --out OUT.mp4
+worldmill guard prompt "TEXT" | guard video IN.mp4 --out OUT.mp4   # guardrails alone; exit 3 = refused
 worldmill rollouts ENV --episodes N --steps T --out DIR [--policy sticky|random] [--seed S]
 """
 
@@ -131,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         from worldmill.training.cli import encode_main
 
         return encode_main(argv[1:])
+    if argv and argv[0] == "generate":
+        from worldmill.generate import main as generate_main
+
+        return generate_main(argv[1:])
+    if argv and argv[0] == "guard":
+        from worldmill.guardrails.cli import main as guard_main
+
+        return guard_main(argv[1:])
     if argv and argv[0] == "rollouts":
         from worldmill.rollouts.cli import main as rollouts_main
 
@@ -179,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="launch a training run (see 'worldmill train --help')")
     sub.add_parser("rollouts", help="episodes from a real simulator (see 'rollouts --help')")
     sub.add_parser("encode", help="encode a shard set to latents/tokens with a trained tokenizer")
+    sub.add_parser("generate", help="generate a world from a trained run (see --help)")
+    sub.add_parser("guard", help="run the prompt or video guardrails alone (see --help)")
 
     args = p.parse_args(argv)
     return args.fn(args)

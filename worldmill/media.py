@@ -146,6 +146,59 @@ def decode_frames(
     return arr.reshape(shape)
 
 
+def decode_bytes(
+    data: bytes, width: int, height: int | None = None, fps: float | None = None
+) -> np.ndarray:
+    """Decode an in-memory video (e.g. a shard's mp4 part) with PyAV, no temp file and no
+    subprocess: ``(T, H, W, 3)`` uint8 RGB scaled with area averaging, like
+    :func:`decode_frames` (same ``fps`` / ``scale`` filters, through libavfilter).
+
+    ``height`` None keeps the aspect (even). Raises MediaError when nothing decodes.
+    """
+    import io
+
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), mode="r") as box:
+            if not box.streams.video:
+                raise MediaError("no video stream")
+            stream = box.streams.video[0]
+            stream.thread_type = "AUTO"
+            src_w, src_h = stream.codec_context.width, stream.codec_context.height
+            if height is None:
+                height = even(src_h * width / src_w)
+            graph = av.filter.Graph()
+            chain = [graph.add_buffer(template=stream)]
+            if fps:
+                chain.append(graph.add("fps", f"{fps}"))
+            chain.append(graph.add("scale", f"{width}:{height}:flags=area"))
+            chain.append(graph.add("format", "rgb24"))
+            chain.append(graph.add("buffersink"))
+            for a, b in zip(chain, chain[1:], strict=False):
+                a.link_to(b)
+            graph.configure()
+            frames: list[np.ndarray] = []
+
+            def drain() -> None:
+                while True:
+                    try:
+                        frames.append(graph.pull().to_ndarray())
+                    except (av.BlockingIOError, av.EOFError):
+                        return
+
+            for frame in box.decode(stream):
+                graph.push(frame)
+                drain()
+            graph.push(None)  # flush (the fps filter holds its last frame back)
+            drain()
+    except av.FFmpegError as e:
+        raise MediaError(f"decode failed: {e}") from e
+    if not frames:
+        raise MediaError("no frames decoded (empty stream)")
+    return np.stack(frames)
+
+
 class ClipView:
     """Lazy, cached access to one transcoded clip's frames, shared by all per-clip stages
     so that the clip is decoded at most once per (size, fps) however many stages look."""

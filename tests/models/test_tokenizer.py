@@ -4,8 +4,10 @@ import pytest
 import torch
 from einops import rearrange
 
+from tests.models.tester import ModelTester
 from worldmill.models.fsq import FSQ
 from worldmill.models.tokenizer import CausalVideoTokenizer, TokenizerConfig
+from worldmill.training.kinds.tokenizer import loss_fn
 
 
 def _tok(**kw) -> CausalVideoTokenizer:
@@ -121,3 +123,39 @@ def test_without_the_linear_path_shapes_and_causality_hold():
         changed[:, :, 5:] = 0
         torch.testing.assert_close(m.encode(changed)[0][:, :, :2], z[:, :, :2], atol=1e-5, rtol=0)
     assert z.shape == (1, 16, 3, 4, 4) and m.decode(z).shape == video.shape
+
+
+class _TokenizerTester(ModelTester):
+    kind = "cv"
+    causal_from = 5  # frames 5..8 feed latent frame 2 only, which decodes to frames 5..8
+
+    def tiny_model(self, seed: int = 0) -> CausalVideoTokenizer:
+        torch.manual_seed(seed)
+        return CausalVideoTokenizer(
+            TokenizerConfig(kind=self.kind, channels=8, latent_channels=4, fsq_levels=[5, 5, 5])
+        )
+
+    def inputs(self, gen: torch.Generator) -> torch.Tensor:
+        return torch.rand(2, 3, 9, 32, 32, generator=gen) * 2 - 1  # (B, 3, T, H, W)
+
+    def loss(self, model, video: torch.Tensor) -> torch.Tensor:
+        return loss_fn(model(video), video)
+
+    def outputs(self, model, video: torch.Tensor) -> torch.Tensor:
+        return model(video)  # reconstruction (B, 3, T, H, W)
+
+    def perturb_from(self, video: torch.Tensor, t: int, gen: torch.Generator) -> torch.Tensor:
+        out = video.clone()
+        out[:, :, t:] = torch.rand(out[:, :, t:].shape, generator=gen) * 2 - 1
+        return out
+
+    def before(self, out: torch.Tensor, t: int) -> torch.Tensor:
+        return out[:, :, :t]
+
+
+class TestCVTokenizerModel(_TokenizerTester):
+    kind = "cv"
+
+
+class TestDVTokenizerModel(_TokenizerTester):
+    kind = "dv"

@@ -1,26 +1,25 @@
 import pytest
 
-from worldmill.training.sample_shards import write_sample_shards
+from worldmill.training.registry import get_spec
+
+# A tokenizer small enough that a 2-rank torchrun step takes tens of milliseconds on CPU.
+TINY = list(get_spec("tokenizer").tiny)
+
+
+# -- world models: an upstream DV tokenizer run and a tiny AR config -------------------------
+
+TINY_DV = TINY + [*get_spec("ar").tiny_upstream["tokenizer"], "run.steps=2", "run.nproc=1"]
+
+TINY_AR = list(get_spec("ar").tiny)
 
 
 @pytest.fixture(scope="session")
-def shards(tmp_path_factory):
-    """8 real H.264 clips (64x64, 24 frames, panning photos) in 2 WebDataset shards."""
-    return write_sample_shards(
-        tmp_path_factory.mktemp("shards"), n_clips=8, size=64, frames=24, clips_per_shard=5
-    )
+def dv_tokenizer(shards, tmp_path_factory):
+    """A finished tiny DV tokenizer run (64-code FSQ) on ``shards``: the AR kind's upstream."""
+    from worldmill.training import launch
+    from worldmill.training.registry import resolve_config
 
-
-# A tokenizer small enough that a 2-rank torchrun step takes tens of milliseconds on CPU.
-TINY = [
-    "model.channels=8",
-    "model.channel_mult=[1, 1]",
-    "model.latent_channels=4",
-    "data.num_frames=5",
-    "data.width=64",
-    "data.crop=32",
-    "data.batch_size=1",
-    "data.holdout=2",
-    "optim.warmup_steps=2",
-    "run.nproc=2",
-]
+    run = tmp_path_factory.mktemp("dv_tokenizer")
+    launch.write_run_config(run, resolve_config("tokenizer", None, TINY_DV))
+    launch.launch_trainer("tokenizer", shards, run, nproc=1, log=lambda _: None)
+    return run

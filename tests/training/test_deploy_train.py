@@ -24,3 +24,19 @@ def test_deploy_registers_train_flow_with_resume(tmp_path, shards):
     assert flow.name == "train" and d.name == "tokenizer"
     assert d.parameters["overrides"] == ["run.steps=5"] and d.parameters["resume"] is True
     assert d.entrypoint.endswith("train.py:train")
+
+
+def test_deploy_train_ar_names_its_tokenizer_run(tmp_path, shards, dv_tokenizer):
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.raises(ConfigError, match="tokenizer"):  # no upstream run: never registered
+        dep.parameters("ar", str(shards), str(tmp_path / "run"), None, [])
+    with prefect_test_harness(server_startup_timeout=120):
+        argv = ["ar", "--data", str(shards), "--out", str(tmp_path / "run")]
+        argv += ["--tokenizer", str(dv_tokenizer), "--pool", "test-train-pool"]
+        assert dep.main(argv) == 0
+        with get_client(sync_client=True) as client:
+            d = client.read_deployment_by_name("train/ar")
+    assert d.parameters["kind"] == "ar"
+    assert d.parameters["overrides"] == [f"tokenizer={dv_tokenizer.absolute()}"]

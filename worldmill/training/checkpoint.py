@@ -83,7 +83,9 @@ class _LikeParams:
         src = self.msd.get(f"model.{param_name}") if self.msd is not None else None
         if src is not None:
             out = src.without_data()
-            out.key, out.data = key, t
+            # megatron stacks the layers' tensors under one key (each layer a slice of it,
+            # keyed without the layer number): keep that key, or layer slices collide.
+            out.key, out.data = key.replace(param_name, src.key.removeprefix("model."), 1), t
             return out
         return mc.ShardedTensor.from_rank_offsets(key, t, replica_id=self.rank)
 
@@ -180,6 +182,7 @@ def save(
             "optimizer": type(opt).__name__,
             "optim_sharded": optim_keys,
             "ema": sorted(ema) if ema else [],
+            "model_keys": sorted(model_sharded(model, template=True)),
             "extra": extra or {},
         }
         (path / META).write_text(json.dumps(meta))
@@ -215,6 +218,21 @@ def latest(run_dir: str | Path) -> tuple[Path, dict] | None:
     if not meta_path.is_file():
         return None
     return path, json.loads(meta_path.read_text())
+
+
+def _check_model_keys(path: str | Path, meta: dict, tmpl: dict[str, Any]) -> None:
+    """Strict in both directions: dist_checkpointing loads only what the template asks for,
+    so a checkpoint of a bigger model would load into a smaller one without this."""
+    saved = meta.get("model_keys")
+    if saved is None:  # written before model_keys was recorded
+        return
+    want = set(tmpl)  # the model's own sharded keys
+    missing, unexpected = sorted(want - set(saved)), sorted(set(saved) - want)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not fit this model: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]} (model config changed?)"
+        )
 
 
 def _load_model_weights(m: nn.Module, sd: dict[str, Any], prefix: str) -> None:
@@ -260,6 +278,7 @@ def load(
         **{f"ema.{n}": like(n, f"ema.{n}", torch.zeros_like(t)) for n, t in (ema or {}).items()},
         "optim_common": None,
     }
+    _check_model_keys(path, meta, model_sharded(model, template=True))
     same_world = meta["world_size"] == world
     if same_world:  # RNG streams are per rank; with another world size they do not map
         tmpl["rng"] = mc.ShardedObject("rng", None, (world,), (rank,), replica_id=0)
@@ -303,6 +322,7 @@ def load_model(path: str | Path, model: nn.Module, use_ema: bool = True) -> dict
     meta = json.loads((Path(path) / META).read_text())
     m = _unwrap(model)
     tmpl = model_sharded(model, template=True)
+    _check_model_keys(path, meta, tmpl)
     ema_names = meta.get("ema", []) if use_ema else []
     if ema_names:
         like = _LikeParams(model)

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import tarfile
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmill.media import decode_frames, even, probe
+from worldmill import shards
+from worldmill.media import decode_bytes, even
 
 
 @dataclass(frozen=True)
@@ -35,35 +35,24 @@ class ClipRef:
     shard: str  # path of the tar
     member: str  # name of the .mp4 member inside the tar
     meta: dict
+    video: shards.Part | None = None  # byte range of the mp4 in the tar (read by offset)
 
 
-def list_shards(root: str | Path) -> list[Path]:
-    """All ``*.tar`` under ``root`` (recursively), sorted: the order defines the dataset."""
-    root = Path(root)
-    if root.is_file() and root.suffix == ".tar":
-        return [root]
-    shards = sorted(root.rglob("*.tar"))
-    if not shards:
-        raise FileNotFoundError(f"no WebDataset shards (*.tar) under {root}")
-    return shards
+list_shards = shards.list_shards
 
 
 def index_shards(root: str | Path) -> list[ClipRef]:
-    """One ClipRef per sample with an mp4, sorted by clip id (stable across shard layouts)."""
+    """One ClipRef per sample with an mp4, sorted by clip id (stable across shard layouts).
+    Reads tar headers and the small json parts only, never a video."""
     refs: list[ClipRef] = []
     for shard in list_shards(root):
-        with tarfile.open(shard) as tf:
-            members = {m.name: m for m in tf.getmembers() if m.isfile()}
-            for name in members:
-                if not name.endswith(".mp4"):
-                    continue
-                key = name[: -len(".mp4")]
-                meta: dict = {}
-                if key + ".json" in members:
-                    f = tf.extractfile(members[key + ".json"])
-                    meta = json.loads(f.read()) if f else {}
-                clip_id = meta.get("clip_id") or os.path.basename(key)
-                refs.append(ClipRef(str(clip_id), str(shard), name, meta))
+        for s in shards.index_shard(shard):
+            if shards.VIDEO not in s.parts:
+                continue
+            meta = json.loads(s.read(shards.META)) if shards.META in s.parts else {}
+            clip_id = meta.get("clip_id") or os.path.basename(s.key)
+            member = f"{s.key}.{shards.VIDEO}"
+            refs.append(ClipRef(str(clip_id), str(shard), member, meta, s.parts[shards.VIDEO]))
     refs.sort(key=lambda r: r.clip_id)
     return refs
 
@@ -95,7 +84,10 @@ def split_holdout(refs: list[ClipRef], n_holdout: int) -> tuple[list[ClipRef], l
 
 
 def read_member(ref: ClipRef) -> bytes:
-    with tarfile.open(ref.shard) as tf:
+    """The clip's mp4 bytes: one seek + read at its indexed offset."""
+    if ref.video is not None:
+        return shards.read_part(ref.shard, ref.video)
+    with tarfile.open(ref.shard) as tf:  # a ClipRef made by hand, without offsets
         f = tf.extractfile(ref.member)
         if f is None:
             raise FileNotFoundError(f"{ref.member} missing from {ref.shard}")
@@ -104,19 +96,23 @@ def read_member(ref: ClipRef) -> bytes:
 
 def decode_clip(ref: ClipRef, width: int, fps: float = 0.0) -> np.ndarray:
     """mp4 bytes -> ``(T, H, W, 3)`` uint8 whose *short* side is ``width`` pixels (aspect
-    kept, sides even), so landscape, portrait and square clips all fit a ``width`` crop."""
-    with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
-        tmp.write(read_member(ref))
-        tmp.flush()
-        w0, h0 = ref.meta.get("width"), ref.meta.get("height")
-        if not (w0 and h0):
-            info = probe(tmp.name)
-            w0, h0 = info.width, info.height
-        if w0 >= h0:
-            w, h = even(w0 * width / h0), even(width)
-        else:
-            w, h = even(width), even(h0 * width / w0)
-        return decode_frames(tmp.name, w, h, fps=fps or None)
+    kept, sides even), so landscape, portrait and square clips all fit a ``width`` crop.
+    Decoded in memory (PyAV), no temp file."""
+    raw = read_member(ref)
+    w0, h0 = ref.meta.get("width"), ref.meta.get("height")
+    if not (w0 and h0):
+        import io
+
+        import av
+
+        with av.open(io.BytesIO(raw)) as box:
+            cc = box.streams.video[0].codec_context
+            w0, h0 = cc.width, cc.height
+    if w0 >= h0:
+        w, h = even(w0 * width / h0), even(width)
+    else:
+        w, h = even(width), even(h0 * width / w0)
+    return decode_bytes(raw, w, h, fps=fps or None)
 
 
 class ClipCache:

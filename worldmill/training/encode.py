@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from pathlib import Path
 
@@ -37,27 +36,31 @@ from worldmill.training.kinds.tokenizer import TokenizerTrainConfig, build_token
 
 def load_tokenizer(run_dir: str | Path) -> tuple[CausalVideoTokenizer, TokenizerTrainConfig, dict]:
     """(model in eval mode, run config, checkpoint meta) from the latest checkpoint of a run."""
+    import torch.distributed as dist
+
     from worldmill.training import megatron as mc
 
+    if dist.is_initialized():  # inside a trainer: load collectively in its process group
+        return load_tokenizer_in_group(run_dir)
+    cfg = TokenizerTrainConfig.model_validate(
+        json.loads((Path(run_dir) / "config.json").read_text())
+    )
+    with mc.single_process(seed=cfg.run.seed):  # dist_checkpointing needs a process group
+        return load_tokenizer_in_group(run_dir)
+
+
+def load_tokenizer_in_group(
+    run_dir: str | Path,
+) -> tuple[CausalVideoTokenizer, TokenizerTrainConfig, dict]:
+    """``load_tokenizer`` in the caller's process group (collective: every rank calls it;
+    a world-model trainer reading its upstream tokenizer run)."""
     run = Path(run_dir)
     cfg = TokenizerTrainConfig.model_validate(json.loads((run / "config.json").read_text()))
     ck = checkpoint.latest(run)
     if ck is None:
         raise FileNotFoundError(f"no complete checkpoint under {run / 'checkpoints'}")
     model = build_tokenizer(cfg)
-    # dist_checkpointing needs a process group: a 1-process one here, torn down after, with
-    # the environment it sets (RANK, MASTER_PORT, ...) restored so a later one gets a new port.
-    env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    mc.init(seed=cfg.run.seed)
-    try:
-        meta = checkpoint.load_model(ck[0], model)
-    finally:
-        mc.destroy()
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    meta = checkpoint.load_model(ck[0], model)
     return model.eval(), cfg, {**meta, "checkpoint": ck[0].name}
 
 
@@ -80,13 +83,14 @@ def _npy(a: np.ndarray) -> bytes:
 
 @torch.no_grad()
 def encode_shards(
-    run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, log=print
+    run_dir: str | Path, data_dir: str | Path, out_dir: str | Path, log=print, tokenizer=None
 ) -> dict:
     """Encode every clip of ``data_dir`` with the tokenizer of ``run_dir`` into ``out_dir``
-    (layout in the module docstring). Returns the manifest written to OUT/manifest.json."""
+    (layout in the module docstring). Returns the manifest written to OUT/manifest.json.
+    ``tokenizer``: an already loaded ``load_tokenizer(run_dir)`` result."""
     import webdataset as wds
 
-    model, cfg, meta = load_tokenizer(run_dir)
+    model, cfg, meta = tokenizer or load_tokenizer(run_dir)
     mc, dc = cfg.model, cfg.data
     root, out = Path(data_dir), Path(out_dir)
     shards = data.list_shards(root)

@@ -3,7 +3,7 @@
 The caller (a Prefect task) passes a ``log`` callable, so every trainer line lands in the
 Prefect run logs as it is printed. A non-zero exit raises ``TrainerFailed``, which is what
 makes the Prefect task fail and retry. The trainer runs in its own process group; if the
-caller is interrupted the whole group (torchrun and its ranks) is killed, never orphaned.
+caller is interrupted every process of the launch (torchrun, its ranks, what they spawned) is killed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +67,10 @@ def run_torchrun(
 ) -> int:
     """Run ``torchrun -m module args`` to completion, calling ``log(line)`` for each output
     line. Returns 0; raises ``TrainerFailed`` (with the last 40 lines) on failure."""
+    tag = uuid.uuid4().hex  # marks every process of this launch, whatever session it is in
     full_env = {
         **os.environ,
+        _TAG: tag,
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": str(threads_per_proc),  # torchrun would warn and set 1 otherwise
         **(env or {}),
@@ -98,15 +101,36 @@ def run_torchrun(
     try:
         rc = proc.wait()
     finally:
-        # Whatever happened, nothing of this launch outlives it: kill the whole group
-        # (torchrun, ranks, orphaned helpers). No-op when everything already exited.
+        # Whatever happened, nothing of this launch outlives it: kill torchrun's group, then
+        # every process carrying this launch's tag -- torchrun starts each rank in a session
+        # of its own, so the ranks and what they spawned are not in torchrun's group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        kill_tagged(tag)
         reader.join(timeout=10)
     if rc != 0:
         raise TrainerFailed(rc, list(tail))
     return rc
+
+
+_TAG = "WORLDMILL_LAUNCH"
+
+
+def kill_tagged(tag: str) -> int:
+    """SIGKILL every process whose environment has ``WORLDMILL_LAUNCH=tag`` (children inherit
+    it). Returns how many were killed."""
+    import psutil
+
+    n = 0
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get(_TAG) == tag:
+                p.kill()
+                n += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return n
 
 
 def write_run_config(out: str | Path, cfg: Any) -> Path:

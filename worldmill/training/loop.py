@@ -24,6 +24,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,34 @@ def _mean_over_ranks(values: dict[str, float], world: int, device: torch.device)
     return {k: float(v) / world for k, v in zip(keys, t.tolist(), strict=True)}
 
 
+class _Steps(torch.utils.data.Dataset):
+    """``data.batch`` as a map-style dataset indexed by step, so DataLoader workers prepare
+    the next steps' batches while this one trains -- still a pure function of the step."""
+
+    def __init__(self, data: Any):
+        self.data = data
+
+    def __getitem__(self, step: int) -> Any:
+        return self.data.batch(step)
+
+
+def batches(data: Any, start: int, steps: int, workers: int) -> Iterator[Any]:
+    """This rank's batches for ``start .. steps - 1`` in order; ``workers`` > 0 decodes them in
+    that many DataLoader processes (each with its own copy of ``data`` and its caches)."""
+    if workers == 0:
+        for step in range(start, steps):
+            yield data.batch(step)
+        return
+    yield from torch.utils.data.DataLoader(
+        _Steps(data),
+        batch_size=None,  # a step's batch is already a batch
+        sampler=range(start, steps),
+        num_workers=workers,
+        prefetch_factor=2,
+        multiprocessing_context="fork",  # no re-import of the trainer per worker
+    )
+
+
 def train(kind: str, data_root: str, out: str, cfg: TrainConfig, resume: bool) -> None:
     from worldmill.training import megatron as mc  # the only megatron.core importer
 
@@ -181,12 +210,14 @@ def train(kind: str, data_root: str, out: str, cfg: TrainConfig, resume: bool) -
     autocast_dtype = _precision(cfg, device)
     accum = cfg.optim.grad_accum
     t_start = time.perf_counter()
-    for step in range(start, cfg.run.steps):
+    workers = getattr(getattr(cfg, "data", None), "workers", 0)
+    stream = batches(data, start, cfg.run.steps, workers)
+    for step, batch in zip(range(start, cfg.run.steps), stream, strict=True):
         lr = lr_at(step, cfg.optim, cfg.run.steps)
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
-        micro = spec.split_batch(data.batch(step), accum)
+        micro = spec.split_batch(batch, accum)
         sums: dict[str, float] = {}
         loss_sum = torch.zeros((), device=device)
         for i, mb in enumerate(micro):

@@ -31,9 +31,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
     from megatron.core.dist_checkpointing import ShardedObject, ShardedTensor
+    from megatron.core.inference.contexts import StaticInferenceContext
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.transformer.transformer_config import TransformerConfig
+    from megatron.core.transformer.utils import sharded_state_dict_default
     from megatron.core.utils import GlobalMemoryBuffer
 
 CPU = not torch.cuda.is_available()
@@ -47,10 +49,13 @@ __all__ = [
     "device",
     "dp_group",
     "dp_size",
+    "inference_context",
+    "inference_shims",
     "init",
     "load",
     "save",
     "seed_rng",
+    "sharded_state_dict",
     "tp_rank",
     "tp_size",
 ]
@@ -101,6 +106,25 @@ def init(tensor_parallel: int = 1, seed: int = 0) -> None:
     if CPU:
         parallel_state._GLOBAL_MEMORY_BUFFER = _CPUMemoryBuffer()
     seed_rng(seed)
+
+
+@contextlib.contextmanager
+def single_process(seed: int = 0) -> Iterator[None]:
+    """A 1-process group (and model parallelism) for work outside torchrun -- loading a
+    checkpoint to encode or generate, a test -- torn down after, with the environment it
+    set (RANK, MASTER_PORT, ...) restored so a later one gets a fresh port."""
+    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: os.environ.get(k) for k in keys}
+    init(seed=seed)
+    try:
+        yield
+    finally:
+        destroy()
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def seed_rng(seed: int) -> None:
@@ -169,13 +193,30 @@ def build_gpt(
     hidden_size: int = 64,
     num_heads: int = 4,
     ffn_hidden_size: int | None = None,
+    *,
+    num_query_groups: int | None = None,
+    swiglu: bool = False,
+    rmsnorm: bool = False,
+    position_embedding_type: str = "learned_absolute",
 ) -> GPTModel:
-    """A megatron-core ``GPTModel`` with the local (non Transformer-Engine) layer spec."""
+    """A megatron-core ``GPTModel`` with the local (non Transformer-Engine) layer spec.
+
+    ``num_query_groups`` < heads = grouped-query attention; ``swiglu`` = gated SiLU MLP
+    (Llama / Cosmos AR); ``rmsnorm`` = RMSNorm instead of LayerNorm;
+    ``position_embedding_type="none"`` when the caller adds its own positions to
+    ``decoder_input`` (the AR world model's 3D (t, h, w) embeddings)."""
+    import torch.nn.functional as F
+
+    norm = "RMSNorm" if rmsnorm else "LayerNorm"
     cfg = TransformerConfig(
         num_layers=num_layers,
         hidden_size=hidden_size,
         num_attention_heads=num_heads,
+        num_query_groups=num_query_groups,
         ffn_hidden_size=ffn_hidden_size or 4 * hidden_size,
+        gated_linear_unit=swiglu,
+        activation_func=F.silu if swiglu else F.gelu,
+        normalization=norm,
         use_cpu_initialization=CPU,
         hidden_dropout=0.0,
         attention_dropout=0.0,
@@ -183,12 +224,42 @@ def build_gpt(
     )
     return GPTModel(
         config=cfg,
-        transformer_layer_spec=get_gpt_layer_local_spec(),
+        transformer_layer_spec=get_gpt_layer_local_spec(normalization=norm),
         vocab_size=vocab_size,
         max_sequence_length=max_seq_len,
-        position_embedding_type="learned_absolute",
+        position_embedding_type=position_embedding_type,
         share_embeddings_and_output_weights=True,
     )
+
+
+def sharded_state_dict(module: torch.nn.Module, prefix: str = "") -> dict[str, Any]:
+    """Sharded state dict of a plain ``nn.Module`` wrapping megatron-core modules (e.g. a
+    ``GPTModel`` plus its own embeddings): megatron children keep their tensor-parallel
+    sharding, plain parameters are saved once (replicated over TP / DP ranks)."""
+    out: dict[str, Any] = {}
+    for name, child in module.named_children():
+        out.update(sharded_state_dict_default(child, f"{prefix}{name}.", (), None))
+    own = {n: p for n, p in module.named_parameters(recurse=False)}
+    own.update({n: b for n, b in module.named_buffers(recurse=False) if b is not None})
+    for n, t in own.items():
+        key = f"{prefix}{n}"
+        out[key] = ShardedTensor.from_rank_offsets(
+            key, t.detach(), replica_id=(0, tp_rank(), parallel_state.get_data_parallel_rank())
+        )
+    return out
+
+
+def inference_context(max_batch_size: int, max_seq_len: int) -> StaticInferenceContext:
+    """megatron-core's static KV cache, passed to ``GPTModel.forward(inference_context=)``;
+    the caller advances ``sequence_len_offset`` after each forward. Run the forwards inside
+    ``inference_shims()`` (the cache is allocated on ``torch.cuda.current_device()``)."""
+    return StaticInferenceContext(max_batch_size, max_seq_len)
+
+
+def inference_shims() -> contextlib.AbstractContextManager:
+    """On CPU: ``torch.cuda.current_device() -> "cpu"`` while a KV cache is allocated (the
+    same isolated shim as for checkpoints); on GPU: nothing."""
+    return _cuda_shims()
 
 
 def _free_port() -> int:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the spec module imports torch; listing kinds must not
 # kind -> module defining ``SPEC`` (imported lazily: torch/megatron load only when used).
 KINDS: dict[str, str] = {
     "tokenizer": "worldmill.training.kinds.tokenizer",
+    "ar": "worldmill.training.kinds.ar",
 }
 
 

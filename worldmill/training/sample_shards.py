@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from worldmill.shards import write_tar_index
+
 PHOTOS = [
     "astronaut",
     "coffee",
@@ -115,6 +117,8 @@ def write_sample_shards(
             )
         if writer is not None:
             writer.close()
+    for tar in sorted(out.rglob("*.tar")):
+        write_tar_index(tar)  # what the curate writer leaves next to every tar
     (out / "manifest.json").write_text(json.dumps({"clips": n_clips}))
     return out
 

@@ -72,6 +72,12 @@ class Spec:
     config: ClassVar[type[TrainConfig]] = TrainConfig
     upstream: ClassVar[dict[str, str]] = {}  # config field -> kind of the run it names
     figures: ClassVar[dict[str, str]] = {}  # PNG written into the run by evaluate -> title
+    # The smallest config worth training, as ``key=value`` overrides: a 2-rank CPU step in
+    # tens of milliseconds. The machinery tests (resume, DDP) run every kind with it.
+    tiny: ClassVar[tuple[str, ...]] = ()
+    generates: ClassVar[bool] = False  # implements ``generate`` (``worldmill generate``)
+    # Extra overrides for the tiny upstream runs, per upstream field (e.g. a DV tokenizer).
+    tiny_upstream: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def build_model(self, cfg: Any, ctx: RunContext) -> nn.Module:
         raise NotImplementedError
@@ -89,6 +95,13 @@ class Spec:
     def evaluate(self, model: nn.Module, data: Data, cfg: Any, ctx: RunContext) -> dict:
         """Held-out metrics (rank 0, model in eval mode, EMA weights when enabled)."""
         raise NotImplementedError
+
+    def generate(self, run: Path, req: Any, context: Any) -> Any:
+        """``worldmill generate`` for a finished run of this kind: ``req`` is a
+        ``worldmill.generate.GenerateRequest``, ``context`` the conditioning frames
+        ``(T, H, W, 3)`` uint8 or None (Text2World); returns ``(T, H, W, 3)`` uint8 frames.
+        The caller runs the guardrails and writes the files."""
+        raise NotImplementedError(f"{self.name} runs do not generate")
 
     def split_batch(self, batch: Any, n: int) -> list[Any]:
         """``n`` micro-batches of a batch (gradient accumulation): tensors and lists are cut

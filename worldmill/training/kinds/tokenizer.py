@@ -112,6 +112,18 @@ class TokenizerSpec(Spec):
     name = "tokenizer"
     config = TokenizerTrainConfig
     figures = {"recon.png": "reconstructions"}
+    tiny = (
+        "model.channels=8",
+        "model.channel_mult=[1, 1]",
+        "model.latent_channels=4",
+        "data.num_frames=5",
+        "data.width=64",
+        "data.crop=32",
+        "data.batch_size=1",
+        "data.holdout=2",
+        "optim.warmup_steps=2",
+        "run.nproc=2",
+    )
 
     def build_model(self, cfg: TokenizerTrainConfig, ctx: RunContext) -> CausalVideoTokenizer:
         return build_tokenizer(cfg)

@@ -1,0 +1,184 @@
+"""AR world model (tiny config): determinism, causality, KV-cached == uncached sampling,
+top-k / top-p, checkpoint round trip, and the 4B / 12B presets' size from the config."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from worldmill.models.ar import PRESETS, ARWorldModel, positions, sample_logits
+
+TINY = PRESETS["tiny"]  # vocab 64, 4 x 4 x 4 positions, 2 layers of width 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def megatron_group():
+    """A 1-process megatron-core group for this module, torn down (and its environment
+    restored) afterwards so later tests start their own."""
+    from worldmill.training import megatron as mc
+
+    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: os.environ.get(k) for k in keys}
+    mc.init(seed=0)
+    yield
+    mc.destroy()
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _model(seed: int = 0, cfg=TINY) -> ARWorldModel:
+    from worldmill.training import megatron as mc
+
+    mc.seed_rng(seed)
+    return ARWorldModel(cfg).eval()
+
+
+def _tokens(b=2, t=3, h=4, w=4, seed=1) -> torch.Tensor:
+    return torch.randint(
+        0, TINY.vocab_size, (b, t, h, w), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_same_seed_same_model_same_loss_and_loss_trains():
+    toks, text = _tokens(), torch.randn(2, 384)
+    a, b = _model(0), _model(0)
+    with torch.no_grad():
+        la, lb = a(toks, text), b(toks, text)
+    assert torch.equal(la, lb)
+    assert abs(float(la) - torch.log(torch.tensor(64.0))) < 0.5  # ~uniform at init
+    m = _model(0).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):  # memorise one batch: the loss must fall
+        loss = m(toks, text)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_causal_later_tokens_do_not_change_earlier_logits_and_caption_conditions():
+    m = _model(0)
+    toks, text = _tokens(b=1), torch.randn(1, 384)
+    changed = toks.clone()
+    changed[0, 2, 1, 3] = (changed[0, 2, 1, 3] + 7) % 64  # token index 2*16 + 1*4 + 3 = 39
+    with torch.no_grad():
+        a, b = m.logits(toks, text), m.logits(changed, text)
+        c = m.logits(toks, torch.randn(1, 384))
+    i = 39
+    # the logits at position j predict token j from tokens < j: up to and including 39 equal
+    torch.testing.assert_close(a[:, : i + 1], b[:, : i + 1], atol=1e-5, rtol=0)
+    assert (a[:, i + 1 :] - b[:, i + 1 :]).abs().max() > 1e-4
+    assert (a - c).abs().max() > 1e-4  # another caption, other predictions
+
+
+def test_positions_are_raster_order():
+    p = positions(2, 2, 3)
+    assert p.shape == (12, 3)
+    assert p[0].tolist() == [0, 0, 0] and p[4].tolist() == [0, 1, 1] and p[11].tolist() == [1, 1, 2]
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.9, 8, 0.9)])
+def test_kv_cached_sampling_gives_the_same_tokens_as_uncached(temperature, top_k, top_p):
+    m = _model(3)
+    ctx, text = _tokens(b=2, t=1), torch.randn(2, 384)
+    kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=11)
+    cached = m.sample(ctx, 2, text, use_cache=True, **kw)
+    plain = m.sample(ctx, 2, text, use_cache=False, **kw)
+    assert cached.shape == (2, 3, 4, 4)
+    assert torch.equal(cached[:, :1], ctx)  # the context is kept
+    assert torch.equal(cached, plain)
+    again = m.sample(ctx, 2, text, use_cache=True, **kw)
+    assert torch.equal(cached, again)  # a seed gives the same sample
+    if temperature > 0:
+        other = m.sample(ctx, 2, text, use_cache=True, **{**kw, "seed": 12})
+        assert not torch.equal(cached, other)
+
+
+def test_greedy_sampling_follows_the_logits():
+    m = _model(4)
+    ctx, text = _tokens(b=1, t=2), torch.randn(1, 384)
+    out = m.sample(ctx, 1, text, temperature=0.0)
+    with torch.no_grad():
+        logits = m.logits(out, text)  # (1, 48, V): position j predicts token j
+    assert torch.equal(logits[0, 32].argmax(), out[0, 2, 0, 0])
+
+
+def test_sampling_from_an_image_token_grid_only_and_size_limits():
+    m = _model(5)
+    out = m.sample(torch.zeros(1, 0, 4, 4, dtype=torch.long), 2, None, hw=(4, 4), seed=1)
+    assert out.shape == (1, 2, 4, 4) and 0 <= int(out.min()) and int(out.max()) < 64
+    with pytest.raises(ValueError, match="exceed"):
+        m.sample(_tokens(b=1, t=3), 2)  # 5 latent frames > max_t 4
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]]).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    assert set(sample_logits(logits, 1.0, top_k=2, gen=g).tolist()) == {0, 1}
+    p = logits[0].softmax(-1)  # 0.64, 0.24, 0.09, ...: top_p 0.8 keeps ids 0 and 1
+    assert float(p[:2].sum()) > 0.8 > float(p[:1].sum())
+    assert set(sample_logits(logits, 1.0, top_p=0.8, gen=g).tolist()) == {0, 1}
+    assert set(sample_logits(logits, 0.0).tolist()) == {0}
+    assert len(set(sample_logits(logits, 1.0, gen=g).tolist())) == 5
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from worldmill.training import checkpoint
+
+    m = _model(0)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    toks, text = _tokens(), torch.randn(2, 384)
+    m.train()
+    m(toks, text).backward()  # optimizer state to save as well
+    opt.step()
+    m.eval()
+    checkpoint.save(tmp_path, 1, m, opt, samples=2)
+    fresh = _model(99)  # other init: only the checkpoint can make the logits equal
+    with torch.no_grad():
+        assert (fresh.logits(toks, text) - m.logits(toks, text)).abs().max() > 1e-3
+        checkpoint.load_model(checkpoint.latest(tmp_path)[0], fresh)
+        torch.testing.assert_close(fresh.logits(toks, text), m.logits(toks, text), atol=0, rtol=0)
+    opt2 = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    meta = checkpoint.load(checkpoint.latest(tmp_path)[0], fresh, opt2)  # strict, with optimizer
+    assert meta["step"] == 1 and len(opt2.state) == len(opt.state)
+
+
+def test_param_count_from_config_matches_the_built_model():
+    for cfg in (TINY, replace(TINY, swiglu=True, rmsnorm=True, num_heads=4, num_query_groups=2)):
+        m = _model(0, cfg)
+        assert sum(p.numel() for p in m.parameters()) == cfg.num_params()
+
+
+def test_cosmos_like_presets_are_4b_and_12b():
+    """Sized from the config alone (they build on a GPU, not in CPU CI)."""
+    b4, b12 = PRESETS["4b"], PRESETS["12b"]
+    assert 3.5e9 < b4.num_params() < 4.5e9
+    assert 11e9 < b12.num_params() < 13e9
+    for cfg in (b4, b12):
+        assert cfg.vocab_size == 64_000 and cfg.hidden_size % cfg.num_heads == 0
+        assert cfg.num_heads % cfg.groups == 0 and cfg.max_tokens == 5 * 40 * 64
+
+
+def test_code_init_puts_nearby_fsq_codes_at_nearby_embeddings():
+    from worldmill.models.fsq import FSQ
+
+    cfg = replace(TINY, fsq_levels=(4, 4, 4))  # 64 codes = vocab
+    emb = _model(0, cfg).gpt.embedding.word_embeddings.weight.detach()
+    codes = FSQ([4, 4, 4]).ids_to_codes(torch.arange(64))
+    d_code = torch.cdist(codes, codes).flatten()
+    d_emb = torch.cdist(emb, emb).flatten()
+    near, far = d_code[d_code > 0].min(), d_code.max()
+    assert d_emb[d_code == near].mean() < 0.6 * d_emb[d_code == far].mean()
+    rand = _model(0).gpt.embedding.word_embeddings.weight.detach()  # plain init: no structure
+    d_rand = torch.cdist(rand, rand).flatten()
+    assert d_rand[d_code == near].mean() > 0.8 * d_rand[d_code == far].mean()
+    with pytest.raises(ValueError, match="codes"):
+        _model(0, replace(TINY, fsq_levels=(4, 4)))

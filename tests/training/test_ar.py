@@ -1,0 +1,91 @@
+"""``worldmill train ar``: encodes the shards with the upstream DV tokenizer when no token
+cache exists (once), trains, and writes every metric on held-out whole videos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.training.conftest import TINY_AR
+from worldmill.training import cli, latents, metrics
+
+
+def _train(shards, tokenizer, out, *extra: str) -> int:
+    args = ["ar", "--data", str(shards), "--tokenizer", str(tokenizer), "--out", str(out)]
+    sets = [*TINY_AR, "run.steps=4", "run.checkpoint_every=2", *extra]
+    return cli.main([*args, "--no-prefect", *[x for s in sets for x in ("--set", s)]])
+
+
+def test_train_ar_end_to_end_encodes_once_and_writes_all_metrics(shards, dv_tokenizer, tmp_path):
+    run = tmp_path / "ar"
+    assert _train(shards, dv_tokenizer, run) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "copy_psnr", "tokenizer_psnr"):
+        assert isinstance(m[k], float) and m[k] == m[k], k  # present and not NaN
+    assert 0 < m["ssim"] <= 1 and 0 < m["baseline_ssim"] <= 1
+    assert m["kind"] == "ar" and m["vocab_size"] == 64 and m["steps"] == 4
+    # 2 held-out clips x 5 windows (centre + corners of the 8x8 token grid)
+    assert m["eval_clips"] == 2 and m["eval_windows"] == 10
+    assert (run / "predict.png").stat().st_size > 1000
+    assert "predict.png" in json.loads((run / "figures.json").read_text())
+    log = metrics.read_log(run / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and "bits_per_token" in log[0]
+
+    # the token cache: every clip once, captions embedded, tied to the tokenizer checkpoint
+    tokens = run / "tokens"
+    refs = latents.index_latents(tokens)
+    assert len(refs) == 8 and all(r.source is not None for r in refs)
+    assert all(r.shape == (6, 8, 8) for r in refs)  # 21 frames at 64 px -> 6 x 8 x 8 tokens
+    text = latents.caption_embeddings(tokens / latents.TEXT_FILE)
+    assert set(text) == {r.clip_id for r in refs}
+    assert "panning" in next(iter(text.values()))[0]
+    train, held = latents.split_holdout(refs, 2)
+    videos = lambda rs: {r.source.meta.get("video_id", r.clip_id) for r in rs}  # noqa: E731
+    assert not videos(train) & videos(held)
+
+    _generate_is_a_pure_function_of_its_arguments(run, shards)
+
+    # a second run on the same folder reuses the cache instead of re-encoding
+    stamp = (tokens / "manifest.json").stat().st_mtime_ns
+    assert _train(shards, dv_tokenizer, run, "run.steps=6") == 0
+    assert (tokens / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def _generate_is_a_pure_function_of_its_arguments(run, shards):
+    """Video2World from one image and from a clip: uint8 frames, same seed same video."""
+    from worldmill.models.ar import generate_ar
+    from worldmill.training import data
+
+    ref = data.index_shards(shards)[0]
+    clip = data.decode_clip(ref, 64)  # (24, 64, 64, 3) uint8
+    a = generate_ar(run, "a camera panning over coins", clip[0], frames=2, seed=1)
+    b = generate_ar(run, "a camera panning over coins", clip[0], frames=2, seed=1)
+    assert a.dtype == np.uint8 and a.shape == (9, 32, 32, 3)  # 3 latent frames, 4x4 tokens
+    assert np.array_equal(a, b)
+    c = generate_ar(run, "a camera panning over coins", clip, frames=1, seed=1, temperature=0)
+    assert c.shape == (9, 32, 32, 3)  # 2 context latent frames (max_t - 1) + 1 generated
+
+
+def test_train_ar_reads_a_worldmill_encode_output(shards, dv_tokenizer, tmp_path):
+    enc = tmp_path / "enc"
+    assert (
+        cli.encode_main(["--run", str(dv_tokenizer), "--data", str(shards), "--out", str(enc)]) == 0
+    )
+    run = tmp_path / "ar"
+    assert _train(enc, dv_tokenizer, run, "run.steps=2") == 0
+    assert not (run / "tokens").exists() and (run / latents.TEXT_FILE).is_file()
+    assert json.loads((run / "metrics.json").read_text())["eval_windows"] == 10
+
+
+def test_train_ar_needs_a_dv_tokenizer_run(shards, tmp_path, capsys):
+    rc = _train(shards, tmp_path / "nope", tmp_path / "ar")
+    assert rc == 2 and "tokenizer:" in capsys.readouterr().err
+    rc = cli.main(["ar", "--data", str(shards), "--out", str(tmp_path / "ar"), "--no-prefect"])
+    assert rc == 2 and "tokenizer: a tokenizer run folder is required" in capsys.readouterr().err
+    assert not (tmp_path / "ar").exists()
+
+
+def test_bad_ar_value_names_the_key(shards, dv_tokenizer, tmp_path, capsys):
+    assert _train(shards, dv_tokenizer, tmp_path / "ar", "model.preset=huge") == 2
+    assert "model.preset" in capsys.readouterr().err

@@ -1,0 +1,314 @@
+"""Kind ``ar``: the autoregressive world model (``models/ar.py``) over DV tokenizer tokens.
+
+    worldmill train ar --data SHARDS --tokenizer TOKRUN --out RUN [--set k=v ...]
+
+Upstream: ``tokenizer``, a finished DV (FSQ) tokenizer run; its codebook
+``prod(fsq_levels)`` is the vocabulary. Data: the run's token cache (``RUN/tokens``, or
+``data.tokens_dir``), made by rank 0 before training with the tokenizer's latest checkpoint
+when missing or stale (``latents.ensure_encoded``: idempotent, atomic), with every caption's
+MiniLM embedding; ``--data`` may also name a ``worldmill encode`` output directly.
+Training: random ``data.frames x data.size x data.size`` token windows starting at latent
+frame 0 (the tokenizer's image frame), next-token cross-entropy.
+
+Evaluation (held-out whole source videos, ``metrics.json``): for each held-out clip and
+window (centre and corners), the model is given latent frames ``0 .. frames-2`` and predicts
+the last one (``sample.temperature`` 0 = greedy); everything is decoded through the
+tokenizer and the *last latent frame's pixel frames* are scored against the real frames:
+
+    psnr / ssim                    AR prediction
+    baseline_psnr / baseline_ssim  copy the last context latent frame (same tokenizer)
+    copy_psnr                      copy the last real context frame (raw pixels)
+    tokenizer_psnr                 the tokenizer's reconstruction of the true tokens (ceiling)
+
+plus ``predict.png`` (rows: real, tokenizer, AR, copy-latent baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from pydantic import Field
+
+from worldmill.config import ConfigError, StrictModel
+from worldmill.models.ar import PRESETS, ARConfig, ARWorldModel, preset
+from worldmill.training import data, latents, metrics
+from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
+from worldmill.training.spec import RunContext, Spec
+
+
+class ArModelConfig(StrictModel):
+    """A size preset of ``models/ar.py`` (``tiny``, ``cpu``, ``4b``, ``12b``); any field set
+    here replaces the preset's. Vocabulary and position tables come from the tokenizer run
+    and ``data``."""
+
+    preset: Literal["tiny", "cpu", "4b", "12b"] = "cpu"
+    num_layers: int | None = Field(None, ge=1)
+    hidden_size: int | None = Field(None, ge=8)
+    num_heads: int | None = Field(None, ge=1)
+    num_query_groups: int | None = Field(None, ge=0)
+    ffn_hidden_size: int | None = Field(None, ge=0)
+    prefix_tokens: int | None = Field(None, ge=0)  # caption prefix slots; 0 = unconditional
+    code_init: bool = True  # token embeddings start from the FSQ code geometry (models/ar.py)
+    prev_frame: bool | None = None  # add the (t-1, h, w) token to each slot (preset: on)
+
+
+class TokenDataConfig(StrictModel):
+    """Token windows from the token cache."""
+
+    frames: int = Field(4, ge=2)  # latent frames per window (4 at 4x = 13 pixel frames)
+    size: int = Field(8, ge=1)  # latent rows = columns per window (8 at 8x = 64 px)
+    batch_size: int = Field(8, ge=1)  # windows per rank per step
+    holdout: int = Field(4, ge=1)  # clips held out, whole source videos
+    random_start: bool = False  # windows may start after latent frame 0 (the image frame)
+    tokens_dir: str = ""  # token cache; "" = RUN/tokens
+
+
+class SampleConfig(StrictModel):
+    """Sampling for evaluation (and the default of ``generate_ar``)."""
+
+    temperature: float = Field(0.0, ge=0)  # 0 = greedy
+    top_k: int = Field(0, ge=0)  # 0 = off
+    top_p: float = Field(1.0, gt=0, le=1)  # 1 = off
+    seed: int = 0
+
+
+class ArTrainConfig(TrainConfig):
+    """``worldmill train ar``: the AR world model on a DV tokenizer run's tokens."""
+
+    kind: Literal["ar"] = "ar"
+    tokenizer: str = ""  # upstream DV tokenizer run folder (--tokenizer RUN)
+    model: ArModelConfig = Field(default_factory=ArModelConfig)
+    data: TokenDataConfig = Field(default_factory=TokenDataConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, pca_init_clips=0)
+    )
+    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=300, checkpoint_every=100))
+
+
+def tokenizer_levels(tokenizer_run: str | Path) -> list[int]:
+    """FSQ levels of a DV tokenizer run (their product is the AR vocabulary)."""
+    from worldmill.training.registry import load_run_config
+
+    tcfg = load_run_config(tokenizer_run)
+    if tcfg.model.kind != "dv":
+        raise ConfigError(
+            f"tokenizer: {tokenizer_run} is a {tcfg.model.kind.upper()} tokenizer; the AR "
+            "model needs discrete tokens (train one with --set model.kind=dv)"
+        )
+    return list(tcfg.model.fsq_levels)
+
+
+def tokenizer_vocab(tokenizer_run: str | Path) -> int:
+    return math.prod(tokenizer_levels(tokenizer_run))
+
+
+def model_config(cfg: ArTrainConfig, levels: list[int]) -> ARConfig:
+    m = cfg.model
+    over = {
+        k: v
+        for k, v in m.model_dump().items()
+        if k not in ("preset", "code_init") and v is not None
+    }
+    return preset(
+        m.preset, vocab_size=math.prod(levels), max_t=cfg.data.frames, max_h=cfg.data.size,
+        max_w=cfg.data.size, fsq_levels=tuple(levels) if m.code_init else (), **over,
+    )  # fmt: skip
+
+
+class TokenData:
+    """The token cache's training stream (this rank's slice), held-out clips, the loaded
+    tokenizer (for evaluation) and caption embeddings."""
+
+    def __init__(self, cfg: ArTrainConfig, ctx: RunContext):
+        from worldmill.training import encode
+
+        tok_run = ctx.upstream["tokenizer"]
+        # collective (every rank): the tokenizer's weights, for encoding and evaluation
+        loaded = encode.load_tokenizer(tok_run)
+        self.tokenizer, self.tok_cfg, _ = loaded
+        root = Path(ctx.data_root)
+        if latents.is_encoded(root):  # --data is a `worldmill encode` output
+            self.root, text = root, ctx.run / latents.TEXT_FILE
+        else:
+            self.root = Path(cfg.data.tokens_dir or ctx.run / "tokens")
+            text = self.root / latents.TEXT_FILE
+        if ctx.is_main:  # rank 0 encodes (or reuses) before anyone trains
+            if self.root != root:
+                latents.ensure_encoded(root, tok_run, self.root, loaded, ctx.log)
+            elif not text.is_file():
+                srcs = [r.source for r in latents.index_latents(root) if r.source]
+                latents.embed_captions(srcs, text)
+        if dist.is_initialized():
+            dist.barrier()
+        refs = latents.index_latents(self.root, "tokens")
+        self.text = latents.caption_embeddings(text)
+        self.train_refs, self.held_out = latents.split_holdout(refs, cfg.data.holdout)
+        d = cfg.data
+        self.stream = latents.ResumableWindowStream(
+            self.train_refs, self.text, d.batch_size, d.frames, d.size,
+            seed=cfg.run.seed, rank=ctx.rank, world=ctx.world, random_start=d.random_start,
+        )  # fmt: skip
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        return self.stream.batch(step)
+
+    def position(self, step: int) -> int:
+        return self.stream.position(step)
+
+    def epoch(self, step: int) -> float:
+        return self.stream.epoch(step)
+
+
+def eval_windows(
+    tokens: torch.Tensor, video: torch.Tensor, size: int, frames: int, t_c: int, s_c: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(tokens ``(frames, size, size)``, pixels ``(3, 1 + (frames-1)*t_c, size*s_c, ...)``)
+    for the centre and the four corners of a clip's token grid (deduplicated), time from
+    latent frame 0."""
+    _, H, W = tokens.shape
+    if H < size or W < size:
+        raise ValueError(f"latent grid {H}x{W} is smaller than data.size {size}")
+    offsets = {((H - size) // 2, (W - size) // 2), (0, 0), (0, W - size), (H - size, 0)}
+    offsets.add((H - size, W - size))
+    n_px = 1 + (frames - 1) * t_c
+    out = []
+    for y, x in sorted(offsets):
+        tok = tokens[:frames, y : y + size, x : x + size]
+        px = video[:, :n_px, y * s_c : (y + size) * s_c, x * s_c : (x + size) * s_c]
+        out.append((tok, px))
+    return out
+
+
+class ArSpec(Spec):
+    name = "ar"
+    config = ArTrainConfig
+    upstream = {"tokenizer": "tokenizer"}
+    figures = {"predict.png": "next-latent-frame predictions (held out)"}
+    tiny = (
+        "model.preset=tiny",  # vocab = the tiny tokenizer's 64 codes
+        "data.frames=3",
+        "data.size=4",
+        "data.batch_size=2",
+        "data.holdout=2",
+        "optim.warmup_steps=1",
+        "run.nproc=2",
+    )
+    tiny_upstream = {"tokenizer": ("model.kind=dv", "model.fsq_levels=[4, 4, 4]")}
+
+    generates = True
+
+    def generate(self, run: Path, req, context):
+        """Video2World: continue the given clip or image by ``req.frames`` latent frames."""
+        from worldmill.config import ConfigError
+        from worldmill.models.ar import generate_ar
+
+        if context is None:
+            raise ConfigError(
+                "image/video: an ar run continues a clip or an image (--image/--video)"
+            )
+        return generate_ar(
+            run,
+            req.prompt,
+            context,
+            frames=req.frames,
+            seed=req.seed,
+            temperature=req.temperature,
+            top_k=req.top_k,
+            top_p=req.top_p,
+        )
+
+    def resolve_upstream(self, cfg: ArTrainConfig) -> dict[str, Path]:
+        out = super().resolve_upstream(cfg)
+        tokenizer_vocab(out["tokenizer"])  # DV only: ConfigError naming `tokenizer`
+        return out
+
+    def build_model(self, cfg: ArTrainConfig, ctx: RunContext) -> ARWorldModel:
+        return ARWorldModel(model_config(cfg, tokenizer_levels(ctx.upstream["tokenizer"])))
+
+    def build_data(self, cfg: ArTrainConfig, ctx: RunContext) -> TokenData:
+        return TokenData(cfg, ctx)
+
+    def step(self, model, batch: dict, ctx: RunContext):
+        x, text = batch["x"].to(ctx.device), batch["text"].to(ctx.device)
+        loss = model(x, text)
+        return loss, {"bits_per_token": float(loss.detach()) / math.log(2)}
+
+    def evaluate(self, model, data_: TokenData, cfg: ArTrainConfig, ctx: RunContext) -> dict:
+        """Next-latent-frame prediction on held-out videos vs copy-last-frame baselines."""
+        tok = data_.tokenizer.to(ctx.device)
+        tc, sc = tok.cfg.temporal_compression, tok.cfg.spatial_compression
+        d, s = cfg.data, cfg.sample
+        ar = model.module if hasattr(model, "module") else model
+        rows: dict[str, list[torch.Tensor]] = {"real": [], "tok": [], "ar": [], "base": []}
+        copy: list[torch.Tensor] = []
+        n_same = 0  # windows where the AR frame equals the copied one
+        for ref in data_.held_out[: cfg.run.eval_max_clips]:
+            if ref.source is None:
+                raise FileNotFoundError(f"{ref.clip_id}: source clip of the tokens not found")
+            frames = data.decode_clip(ref.source, self.tok_width(data_), data_.tok_cfg.data.fps)
+            from worldmill.training.encode import fit_clip
+
+            video = fit_clip(data.to_tensor(frames), tc, sc)
+            grid = torch.from_numpy(latents.load_array(ref)).long()
+            text = torch.from_numpy(data_.text[ref.clip_id][1])[None].to(ctx.device)
+            for w_tok, px in eval_windows(grid, video, d.size, d.frames, tc, sc):
+                w_tok = w_tok[None].to(ctx.device)
+                pred = ar.sample(
+                    w_tok[:, :-1], 1, text, temperature=s.temperature, top_k=s.top_k,
+                    top_p=s.top_p, seed=s.seed,
+                )  # fmt: skip
+                base = torch.cat([w_tok[:, :-1], w_tok[:, -2:-1]], 1)
+                n_same += int(torch.equal(pred, base))
+                for name, t in (("tok", w_tok), ("ar", pred), ("base", base)):
+                    rows[name].append(tok.decode_tokens(t).clamp(-1, 1).float().cpu()[0])
+                rows["real"].append(px)
+                last = px[:, -tc - 1 : -tc]  # the last real context frame
+                copy.append(last.expand(-1, tc, -1, -1))
+        if not rows["real"]:
+            raise ValueError("no held-out clips to evaluate")
+        stack = {k: torch.stack(v) for k, v in rows.items()}  # (N, 3, T, H, W)
+        target = stack["real"][:, :, -tc:]  # the predicted latent frame's pixel frames
+        part = {k: v[:, :, -tc:] for k, v in stack.items()}
+        metrics.plot_recon(
+            {
+                "real": stack["real"][0],
+                "tokenizer": stack["tok"][0],
+                "AR": stack["ar"][0],
+                "copy latent": stack["base"][0],
+            },
+            ctx.run / "predict.png",
+            n_frames=6,
+        )
+        return {
+            "kind": "ar",
+            "psnr": metrics.psnr(part["ar"], target),
+            "ssim": metrics.ssim(part["ar"], target),
+            "baseline_psnr": metrics.psnr(part["base"], target),
+            "baseline_ssim": metrics.ssim(part["base"], target),
+            "copy_psnr": metrics.psnr(torch.stack(copy), target),
+            "tokenizer_psnr": metrics.psnr(part["tok"], target),
+            "tokenizer_ssim": metrics.ssim(part["tok"], target),
+            "baseline": "copy the last context latent frame, decoded by the same tokenizer",
+            "eval_clips": min(len(data_.held_out), cfg.run.eval_max_clips),
+            "eval_windows": len(target),
+            "eval_window": [d.frames, d.size, d.size],
+            "predicted_pixel_frames": tc,
+            "ar_equals_copy": n_same / len(target),  # windows where AR predicted the copy
+            "sampling": s.model_dump(),
+            "vocab_size": ar.cfg.vocab_size,
+            "params": sum(p.numel() for p in ar.parameters()),
+        }
+
+    @staticmethod
+    def tok_width(data_: TokenData) -> int:
+        return data_.tok_cfg.data.width
+
+
+SPEC = ArSpec()
+
+__all__ = ["PRESETS", "SPEC", "ArSpec", "ArTrainConfig", "TokenData", "eval_windows"]

@@ -118,7 +118,7 @@ def main() -> int:
     if a.height:
         upscale(raw, a.height)
     cfg = CurateConfig(input=str(raw), out=str(work / "out"))
-    res = ingest(str(raw), [], cfg.extensions, cache_dir=str(work / "cache"))
+    res = ingest(str(raw), [], cfg.skip_extensions, cache_dir=str(work / "cache"))
     videos = [v for v in res.todo if v.status == OK]
     footage = sum(v.duration_s for v in videos)
     print(f"corpus: {len(videos)} good videos, {footage:.1f} s of footage, {os.cpu_count()} cores")

@@ -17,6 +17,10 @@ POOL = "worldmill-process"
 NAME = "nightly"
 CRON = "0 2 * * *"  # 02:00 every day
 TIMEZONE = "UTC"
+# One run of the deployment at a time; a run started while one is active (a manual run
+# during the nightly) is queued by the server until the slot frees. Runs from the CLI are
+# serialised by the run lock on OUT (worldmill/runlock.py).
+CONCURRENCY = 1
 
 
 def code_root(entry: str = "curate.py:curate") -> tuple[str, str]:
@@ -49,8 +53,13 @@ def ensure_pool(name: str = POOL) -> None:
 def deploy(
     config: CurateConfig, pool: str = POOL, name: str = NAME, cron: str | None = CRON
 ) -> str:
-    """Register (or update) ``curate/<name>``; returns the deployment id."""
+    """Register (or update) ``curate/<name>`` with a concurrency limit of one run; returns
+    the deployment id."""
     from prefect import flow
+    from prefect.client.schemas.objects import (
+        ConcurrencyLimitConfig,
+        ConcurrencyLimitStrategy,
+    )
 
     ensure_pool(pool)
     source, entrypoint = code_root()
@@ -67,6 +76,9 @@ def deploy(
         description="Nightly curation of new raw videos into LanceDB and WebDataset shards.",
         tags=["worldmill", "curate"],
         print_next_steps=False,
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=CONCURRENCY, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
         **kwargs,
     )
     return str(dep_id)

@@ -7,6 +7,10 @@ Incremental: ingest skips content already in ``videos``; the catalogue stages on
 when something new was committed. Killed mid-way? Staging files of finished videos are
 committed on the next run and their work is not repeated; keyed writes mean no duplicate
 rows.
+
+One run at a time per OUT: the flow holds OUT's run lock (``worldmill/runlock.py``) from
+before ingest to the end, so an overlapping run (a manual one during the nightly) waits for
+it and then finds the work done, or gives up after ``lock_timeout_s``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from prefect.runtime import flow_run
 from worldmill.cluster import make_task_runner, runner_spec
 from worldmill.config import CurateConfig
 from worldmill.records import Video
+from worldmill.runlock import run_lock
 from worldmill.stages import load_stages
 from worldmill.store import Store
 from worldmill.tasks.dedup import dedup_task
@@ -34,6 +39,7 @@ from worldmill.tasks.process_video import process_video_task, read_staging, stag
 from worldmill.tasks.report import report_task
 from worldmill.tasks.shard import shard_task
 from worldmill.tasks.taxonomy import taxonomy_task
+from worldmill.tasks.transcode import remove_stale_temp
 
 
 @flow(name="curate", log_prints=True)
@@ -47,8 +53,18 @@ def curate(config: CurateConfig) -> dict:
         raise ValueError("config.input is empty: set the folder or URI of raw videos")
     config = config.model_copy(update={"out": os.path.abspath(config.out)})
     load_stages(config.stages)  # fail fast on a stage that cannot be imported
-    runner = make_task_runner(config.dask)
-    return curate_dag.with_options(task_runner=runner)(config)
+    log = get_run_logger()
+    # Before the cluster starts: a run that waits for the lock holds no workers.
+    with run_lock(config.out, config.lock_timeout_s, on_wait=log.warning):
+        # Holding the lock, no other run writes here: any temp file is a killed run's.
+        n = remove_stale_temp(os.path.join(config.out, "clips"))
+        for part in staging_dir(config.out).glob("*.part"):
+            part.unlink(missing_ok=True)
+            n += 1
+        if n:
+            log.info("removed %d temp files left by a killed run", n)
+        runner = make_task_runner(config.dask)
+        return curate_dag.with_options(task_runner=runner)(config)
 
 
 @flow(name="curate-dag", log_prints=True)
@@ -67,21 +83,25 @@ def curate_dag(config: CurateConfig) -> dict:
     ing = ingest_task(
         config.input,
         store.video_rows(),
-        config.extensions,
+        config.skip_extensions,
         config.include_all_files,
         config.retry_failed,
         os.path.join(out, "cache"),
+        config.extensions,
     )
     store.upsert_videos(ing.recorded, run_id)  # failed and duplicate files: final already
     batches = _batches(ing.todo, config.videos_per_task)
     futures = process_video_task.map(batches, unmapped(config))
+    batch_of = {id(f): b for f, b in zip(futures, batches, strict=True)}
     done, infra_errors = 0, []
     for fut in as_completed(futures):
         try:
             fut.result()
         except Exception as e:  # infrastructure failure after retries: keep the rest
-            infra_errors.append(str(e))
-            log.error("a process-video task failed after retries: %s", e)
+            # Its videos get no row, so the next run processes them again.
+            paths = ", ".join(v.path for v in batch_of.get(id(fut), []))
+            infra_errors.append(f"{paths}: {e}")
+            log.error("process-video failed after retries (left for the next run) %s", paths)
             continue
         done += commit_staging(store, run_id)
         log.info("progress: %d/%d videos committed", done, len(ing.todo))
@@ -103,7 +123,10 @@ def curate_dag(config: CurateConfig) -> dict:
     summary["dedup"] = {k: v for k, v in (dedup_info or {}).items() if k != "report"}
     summary["report"] = report_task(out, run_id, summary, dedup_info)
     if infra_errors:
-        raise RuntimeError(f"{len(infra_errors)} process-video task(s) failed: {infra_errors[0]}")
+        raise RuntimeError(
+            f"{len(infra_errors)} process-video task(s) failed, their videos are left for the "
+            f"next run: {infra_errors[0]}"
+        )
     return summary
 
 
@@ -144,6 +167,10 @@ def summarize(store: Store, ing, run_id: str, shards: dict, seconds: float) -> d
         "videos_new": len(ing.todo),
         "videos_recorded": dict(Counter(v.status for v in ing.recorded)),
         "videos_skipped": ing.skipped,
+        # Every file seen is accounted for; these two say which were not curated and why.
+        "files_seen": ing.files_seen,
+        "files_skipped": ing.files_skipped,
+        "files_failed": ing.files_failed,
         "run_clips": len(this_run),
         "run_kept": sum(r["kept"] for r in this_run),
         "run_reject_reasons": dict(Counter(r["reject_reason"] for r in this_run if not r["kept"])),

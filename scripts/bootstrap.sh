@@ -11,6 +11,15 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
 fi
 
+# Headless Chromium for the Prefect UI test (tests/deployments/test_prefect_ui.py);
+# playwright drives this one and never downloads a browser of its own.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "[bootstrap] installing chromium (apt)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
+    || echo "[bootstrap] WARNING: apt could not install chromium; the Prefect UI test needs /usr/bin/chromium"
+fi
+
 # Python 3.11: the CPU torch wheel and megatron-core 0.16.1 are pinned for it.
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then

@@ -11,13 +11,21 @@ Policy
   of the edge graph (union-find via ``scipy.sparse.csgraph``), so transitive groups
   A~B~C collapse to one kept clip even when A and C are not within eps of each other.
 * Keep the best copy per group: every ``protected`` row is kept (it is already in a shard of
-  an earlier run); the group's *keeper* is the best protected row if there is one, else the
-  row with the highest quality (NaN quality counts as lowest), ties broken by the smallest
-  clip id. Every other (non-protected) row of the group is rejected with
+  an earlier run; shards are append-only). The group's *keeper* is the first row in this
+  order: protected > higher **source** pixels (width x height of the video the clip was cut
+  from) > higher source bitrate > higher quality score (NaN lowest) > smaller clip id.
+  Source properties come first because every clip is transcoded to the same output size:
+  a score measured after transcoding cannot tell a 720p original from its 480p copy (it
+  may even favour the copy), while the source probe can; Cosmos likewise keeps the
+  highest-resolution copy. Every other (non-protected) row of the group is rejected with
   ``dup_of[id] = keeper``.
 * ``reason``: "exact" if the rejected row is bit-identical to its keeper's group through
   exact edges, else "near" if it is connected to the keeper by visual (exact+near) edges
-  alone, else "semantic".
+  alone, else "semantic". ``explain`` says in words why the keeper won, e.g.
+  ``"near: lower source resolution than <id> (854x480 < 1280x720)"`` or
+  ``"near: <id> is already sharded (shards are append-only)"`` (said when the shard rule
+  decided it: the rejected row would have won on merit); it becomes the
+  ``clips.dup_reason`` column.
 
 Semantic dedup and template captions
 ------------------------------------
@@ -71,6 +79,7 @@ class DedupResult:
 
     dup_of: dict[str, str] = field(default_factory=dict)  # rejected id -> kept id
     reason: dict[str, str] = field(default_factory=dict)  # rejected id -> exact|near|semantic
+    explain: dict[str, str] = field(default_factory=dict)  # rejected id -> why the keeper won
     nn_similarity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (N,)
 
     @property
@@ -193,17 +202,26 @@ def resolve_pairs(
     protected: np.ndarray,
     pairs: dict[str, tuple[np.ndarray, np.ndarray]],
     nn_similarity: np.ndarray | None = None,
+    source_size: np.ndarray | None = None,
+    source_bitrate: np.ndarray | None = None,
 ) -> DedupResult:
     """Turn duplicate pairs into keep/reject decisions.
 
     ``pairs`` maps a reason ("exact" | "near" | "semantic") to row-index arrays ``(i, j)``
     (``(P,)`` each, any order, duplicates allowed), e.g. from LanceDB ANN search. Applies the
-    module's policy: connected components, every protected row kept, keeper = best
-    protected row else highest quality, ties by smallest id.
+    module's policy: connected components, every protected row kept, keeper = first in the
+    order protected > source pixels > source bitrate > quality > smallest id.
+    ``source_size`` is ``(N, 2)`` source (width, height) in pixels and ``source_bitrate``
+    ``(N,)`` source bits/s; unknown (None, 0 or NaN) ranks lowest.
     """
     n = len(ids)
     quality = np.asarray(quality, dtype=np.float64).reshape(n)
     protected = np.asarray(protected, dtype=bool).reshape(n)
+    size = np.zeros((n, 2)) if source_size is None else np.asarray(source_size, np.float64)
+    size = np.nan_to_num(size.reshape(n, 2), nan=0.0)  # (N, 2) width, height
+    pixels = size[:, 0] * size[:, 1]  # (N,)
+    rate = np.zeros(n) if source_bitrate is None else np.asarray(source_bitrate, np.float64)
+    rate = np.nan_to_num(rate.reshape(n), nan=0.0)  # (N,) bits/s
     nn = (
         np.full(n, np.nan, np.float32)
         if nn_similarity is None
@@ -222,16 +240,21 @@ def resolve_pairs(
     comp_vis = _components(n, *edges(EXACT, NEAR))
     comp_exact = _components(n, *edges(EXACT))
 
-    # Priority order: protected first, then quality desc (NaN last), then id asc.
+    # Priority order: protected, source pixels desc, source bitrate desc, quality desc (NaN
+    # last), id asc. np.lexsort sorts by its last key first.
     q = np.where(np.isfinite(quality), quality, -np.inf)
     id_rank = np.argsort(np.argsort(np.asarray(ids, dtype=object), kind="stable"), kind="stable")
-    order = np.lexsort((id_rank, -q, ~protected))  # best first
+    order = np.lexsort((id_rank, -q, -rate, -pixels, ~protected))  # best first
     keeper = np.full(comp_all.max() + 1, -1, dtype=np.int64)
     # The first row of each component in priority order is its keeper.
     comp_sorted = comp_all[order]
     _, first_pos = np.unique(comp_sorted, return_index=True)
     keeper[comp_sorted[first_pos]] = order[first_pos]
     keep_of = keeper[comp_all]  # (N,)
+
+    # Rank on merit alone (no protection), to say whether protection decided a group.
+    merit = np.empty(n, np.int64)
+    merit[np.lexsort((id_rank, -q, -rate, -pixels))] = np.arange(n)  # 0 = best
 
     rejected = np.nonzero((keep_of != np.arange(n)) & ~protected)[0]
     result = DedupResult(nn_similarity=nn)
@@ -245,6 +268,23 @@ def resolve_pairs(
             why = SEMANTIC
         result.dup_of[ids[r]] = ids[k]
         result.reason[ids[r]] = why
+        if protected[k] and merit[r] < merit[k]:  # would have won, but shards are final
+            detail = f"{ids[k]} is already sharded (shards are append-only)"
+        elif pixels[k] > pixels[r]:
+            detail = (
+                f"lower source resolution than {ids[k]} ({size[r, 0]:.0f}x{size[r, 1]:.0f}"
+                f" < {size[k, 0]:.0f}x{size[k, 1]:.0f})"
+            )
+        elif rate[k] > rate[r]:
+            detail = (
+                f"lower source bitrate than {ids[k]} ({rate[r] / 1e3:.0f} < {rate[k] / 1e3:.0f}"
+                " kb/s)"
+            )
+        elif q[k] > q[r]:
+            detail = f"lower quality score than {ids[k]} ({q[r]:.3f} < {q[k]:.3f})"
+        else:
+            detail = f"same source and quality as {ids[k]}, which has the smaller id"
+        result.explain[ids[r]] = f"{why}: {detail}"
     return result
 
 
@@ -258,6 +298,8 @@ def find_duplicates(
     *,
     semantic_visual_gate: float = 0.3,
     block: int = 2048,
+    source_size: np.ndarray | None = None,
+    source_bitrate: np.ndarray | None = None,
 ) -> DedupResult:
     """Find exact, near and semantic duplicates among N clips; keep the best copy of each.
 
@@ -267,6 +309,9 @@ def find_duplicates(
         quality: ``(N,)`` higher is better (NaN = lowest).
         protected: ``(N,)`` bool; True for rows already sharded by an earlier run: never
             rejected, and preferred as the kept copy over any new row.
+        source_size: optional ``(N, 2)`` source video (width, height); more pixels win
+            before bitrate and quality.
+        source_bitrate: optional ``(N,)`` source video bits/s; higher wins before quality.
         cfg: ``eps`` (visual cosine distance), ``semantic``, ``semantic_eps``, ``n_clusters``.
         text: optional ``(N, Dt)`` caption embeddings; semantic dedup runs when given and
             ``cfg.semantic``.
@@ -292,7 +337,15 @@ def find_duplicates(
     if cfg.semantic and text is not None and n > 1:
         txt = _normalise(np.asarray(text).reshape(n, -1))  # (N, Dt)
         pairs[SEMANTIC] = _semantic_pairs(vis, txt, cfg, semantic_visual_gate)
-    return resolve_pairs(ids, quality, protected, pairs, nn_similarity=np.clip(nn, -1.0, 1.0))
+    return resolve_pairs(
+        ids,
+        quality,
+        protected,
+        pairs,
+        nn_similarity=np.clip(nn, -1.0, 1.0),
+        source_size=source_size,
+        source_bitrate=source_bitrate,
+    )
 
 
 # --------------------------------------------------------------------------- reporting
@@ -387,6 +440,7 @@ def plot_similarity(report: dict, path: str) -> str:
 # --------------------------------------------------------------------------- Prefect task
 
 DUPLICATE_REASON = "duplicate"
+_SOURCE_COLS = ("source_width", "source_height", "source_bitrate")
 
 
 @task(name="dedup", retries=2, retry_delay_seconds=5)
@@ -402,6 +456,11 @@ def dedup_task(out: str, cfg: DedupConfig) -> dict:
 
     store = Store(out)
     cols = ["clip_id", "kept", "reject_reason", "dup_of", "quality_score", "shard"]
+    t = store.clips()
+    have = set(t.schema.names) if t is not None else set()
+    # Source properties (written by process_video since keep-best used them); rows from
+    # older runs lack the columns and rank as unknown.
+    cols += [c for c in ("dup_reason", *_SOURCE_COLS) if c in have]
     rows = store.clip_rows([*cols, "visual_embedding", "embedding"])
     cand = [
         r
@@ -418,6 +477,10 @@ def dedup_task(out: str, cfg: DedupConfig) -> dict:
         dtype=np.float64,
     )  # (N,)
     protected = np.asarray([bool(r["shard"]) for r in cand])  # (N,)
+    source_size = np.asarray(
+        [[r.get("source_width") or 0, r.get("source_height") or 0] for r in cand], np.float64
+    )  # (N, 2)
+    source_bitrate = np.asarray([r.get("source_bitrate") or 0 for r in cand], np.float64)  # (N,)
     text = None
     if cfg.semantic and all(r["embedding"] is not None for r in cand):
         text = np.asarray([r["embedding"] for r in cand], dtype=np.float32)  # (N, 384)
@@ -429,22 +492,25 @@ def dedup_task(out: str, cfg: DedupConfig) -> dict:
         cfg,
         text=text,
         semantic_visual_gate=cfg.semantic_visual_gate,
+        source_size=source_size,
+        source_bitrate=source_bitrate,
     )
     updates = []
     for r in cand:
         cid = r["clip_id"]
         if cid in res.dup_of:
-            if not (r["reject_reason"] == DUPLICATE_REASON and r["dup_of"] == res.dup_of[cid]):
-                updates.append(
-                    {
-                        "clip_id": cid,
-                        "kept": False,
-                        "reject_reason": DUPLICATE_REASON,
-                        "dup_of": res.dup_of[cid],
-                    }
-                )
+            new = {
+                "kept": False,
+                "reject_reason": DUPLICATE_REASON,
+                "dup_of": res.dup_of[cid],
+                "dup_reason": res.explain[cid],
+            }
+            if any(r.get(k) != v for k, v in new.items()):
+                updates.append({"clip_id": cid, **new})
         elif r["reject_reason"] == DUPLICATE_REASON:  # its twin is gone: back in
-            updates.append({"clip_id": cid, "kept": True, "reject_reason": "", "dup_of": ""})
+            updates.append(
+                {"clip_id": cid, "kept": True, "reject_reason": "", "dup_of": "", "dup_reason": ""}
+            )
     store.update_clips(updates)
     report = similarity_report(res.nn_similarity, visual=visual, eps=cfg.eps)
     os.makedirs(os.path.join(out, "report"), exist_ok=True)

@@ -1,9 +1,15 @@
 """Stage 1 — ingest: list the input (local folder, glob or fsspec URI), hash, probe.
 
+What is a video is decided by **probing**, not by the name: every file ffmpeg can read as
+a video (``.ogg`` Theora, ``.mxf``, ``.y4m``, no extension at all, ...) is processed. Only
+obvious non-media sidecars (``skip_extensions``: ``.json``, ``.txt``, ``.md``, ...) and
+hidden files are skipped without opening them, and nothing is skipped silently: each
+skipped file is listed in :attr:`IngestResult.files_skipped` with the reason, and each
+file that fails the probe is recorded as ``failed`` with a readable error.
+
 Incremental by content: a file whose sha256 is already in ``videos`` is not processed
 again (a nightly re-run only does new work); a byte-identical copy under another name is
-recorded as ``duplicate``. Unreadable files are recorded as ``failed`` with a readable
-error; nothing here raises for a bad file.
+recorded as ``duplicate``. Nothing here raises for a bad file.
 """
 
 from __future__ import annotations
@@ -34,13 +40,29 @@ class IngestResult:
     todo: list[Video] = field(default_factory=list)
     recorded: list[Video] = field(default_factory=list)  # failed / duplicate, to register now
     skipped: int = 0  # already processed in an earlier run
+    files_seen: int = 0  # every file listed under the input, hidden and sidecars included
+    # Files not opened at all: {"path", "reason"} ("hidden file", "sidecar extension .txt").
+    files_skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def files_failed(self) -> list[dict[str, str]]:
+        """Files of this run that could not be read as a video: {"path", "reason"}."""
+        return [{"path": v.path, "reason": v.error} for v in self.recorded if v.status == FAILED]
 
 
-def list_inputs(uri: str, extensions: list[str] | None, include_all: bool = False) -> list[str]:
-    """All files under ``uri`` (a folder, a single file, a glob, or any fsspec URI), sorted.
+def list_inputs(
+    uri: str,
+    skip_extensions: list[str] | None = None,
+    include_all: bool = False,
+    extensions: list[str] | None = None,
+    skipped: list[dict[str, str]] | None = None,
+) -> list[str]:
+    """Candidate files under ``uri`` (a folder, a single file, a glob, or any fsspec URI),
+    sorted. Candidates are probed later; the name alone never makes a file a video.
 
-    Hidden files are skipped. With ``include_all`` every file is a candidate; otherwise only
-    names ending in one of ``extensions`` (case-insensitive).
+    Not candidates (appended to ``skipped`` as ``{"path", "reason"}`` when given): hidden
+    files, names ending in one of ``skip_extensions`` (sidecars; case-insensitive) unless
+    ``include_all``, and, when ``extensions`` is non-empty, names ending in none of them.
     """
     fs, root = fsspec.core.url_to_fs(uri)
     if any(ch in root for ch in "*?["):
@@ -51,15 +73,28 @@ def list_inputs(uri: str, extensions: list[str] | None, include_all: bool = Fals
         paths = [root]
     else:
         raise FileNotFoundError(f"input not found: {uri}")
-    exts = tuple(e.lower() for e in (extensions or []))
+    only = tuple(e.lower() for e in (extensions or []))
+    skip = tuple(e.lower() for e in (skip_extensions or []))
     out = []
-    for p in paths:
-        name = p.rsplit("/", 1)[-1]
-        if name.startswith(".") or fs.isdir(p):
+    for p in sorted(paths):
+        if fs.isdir(p):
             continue
-        if include_all or not exts or name.lower().endswith(exts):
-            out.append(p if fs.protocol in ("file", ("file", "local")) else fs.unstrip_protocol(p))
-    return sorted(out)
+        full = p if fs.protocol in ("file", ("file", "local")) else fs.unstrip_protocol(p)
+        name = p.rsplit("/", 1)[-1].lower()
+        rel = p[len(root) :] if p.startswith(root.rstrip("/") + "/") else name
+        why = ""
+        if any(part.startswith(".") for part in rel.split("/") if part):
+            why = "hidden file"  # or inside a hidden folder (.git/, .cache/)
+        elif skip and not include_all and name.endswith(skip):
+            why = f"sidecar extension {next(e for e in skip if name.endswith(e))} (skip_extensions)"
+        elif only and not name.endswith(only):
+            why = "extension not in extensions"
+        if why:
+            if skipped is not None:
+                skipped.append({"path": full, "reason": why})
+            continue
+        out.append(full)
+    return out
 
 
 def _is_local(path: str) -> bool:
@@ -105,27 +140,33 @@ def inspect_file(path: str, cache_dir: str) -> Video:
         return v.fail("probe", str(e))
     v.duration_s, v.width, v.height = info.duration_s, info.width, info.height
     v.fps, v.num_frames, v.codec = info.fps, info.num_frames, info.codec
+    v.bit_rate = info.bit_rate
     return v
 
 
 def ingest(
     uri: str,
     rows: list[dict],
-    extensions: list[str] | None = None,
+    skip_extensions: list[str] | None = None,
     include_all: bool = False,
     retry_failed: bool = False,
     cache_dir: str = "",
     workers: int = 4,
+    extensions: list[str] | None = None,
 ) -> IngestResult:
     """Decide what to process, given the existing `videos` rows.
 
-    Byte-identical files (same sha256) are processed once: the first path in sorted order
-    (or the one already in the table) is the original, the others become ``duplicate``.
+    Every listed file is accounted for: skipped without opening (``files_skipped``, with
+    why), already processed (``skipped``), recorded as failed/duplicate (``recorded``) or to
+    be processed (``todo``). Byte-identical files (same sha256) are processed once: the
+    first path in sorted order (or the one already in the table) is the original, the
+    others become ``duplicate``.
     """
-    paths = list_inputs(uri, extensions, include_all)
+    res = IngestResult()
+    paths = list_inputs(uri, skip_extensions, include_all, extensions, res.files_skipped)
+    res.files_seen = len(paths) + len(res.files_skipped)
     known_paths = {r["path"]: r for r in rows}
     known = {r["sha256"]: r for r in rows if r["status"] != DUPLICATE and r["sha256"]}
-    res = IngestResult()
     fresh = []
     for p in paths:
         row = known_paths.get(p)
@@ -178,17 +219,25 @@ def _as_duplicate(v: Video, original_id: str) -> Video:
 def ingest_task(
     uri: str,
     rows: list[dict],
-    extensions: list[str],
+    skip_extensions: list[str],
     include_all: bool,
     retry_failed: bool,
     cache_dir: str,
+    extensions: list[str] | None = None,
 ) -> IngestResult:
     """Prefect task: list + hash + probe the input; returns small Video records (no arrays)."""
-    res = ingest(uri, rows, extensions, include_all, retry_failed, cache_dir)
+    res = ingest(
+        uri, rows, skip_extensions, include_all, retry_failed, cache_dir, extensions=extensions
+    )
     log.info(
-        "ingest: %d new, %d recorded (failed/duplicate), %d already processed",
+        "ingest: %d files seen: %d new, %d recorded (failed/duplicate), %d already processed,"
+        " %d skipped without probing",
+        res.files_seen,
         len(res.todo),
         len(res.recorded),
         res.skipped,
+        len(res.files_skipped),
     )
+    for f in res.files_skipped:
+        log.info("ingest: skipped %s: %s", f["path"], f["reason"])
     return res

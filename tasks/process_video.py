@@ -21,7 +21,7 @@ from prefect import task
 from worldmill.config import CurateConfig, StageSpec
 from worldmill.media import ClipView
 from worldmill.records import FAILED, Clip, Video
-from worldmill.stages import load_stages, run_stages
+from worldmill.stages import load_stages, run_stages_batch, to_json_value
 from worldmill.tasks.actions import attach_actions
 from worldmill.tasks.split import split_video
 from worldmill.tasks.transcode import transcode_clips
@@ -44,17 +44,20 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
         return video, clips
     for c in clips:
         c.source_path = video.path
+        # Source resolution and bitrate: dedup's keep-best ranks copies by these before
+        # any score measured on the (same-size) transcodes.
         c.extra["source_width"], c.extra["source_height"] = video.width, video.height
+        c.extra["source_bitrate"] = video.bit_rate
     clip_dir = os.path.join(cfg.out, "clips", video.video_id)
     transcode_clips(video, clips, clip_dir, cfg.transcode)
     attach_actions(video, clips)  # rollout videos: per-frame actions from their sidecar
     visual = VISUAL_STAGE.model_copy(update={"module": cfg.embed.visual_module})
     stages = load_stages([*cfg.stages, visual])
-    for c in clips:
-        if not c.clip_uri:  # rejected before transcode (too short) or transcode failed
-            continue
-        view = ClipView(c.clip_uri, fps=c.fps, width=c.width, height=c.height)
-        run_stages(c, view, stages)
+    # Clips rejected before transcode (too short) or whose transcode failed have no file.
+    todo = [c for c in clips if c.clip_uri]
+    views = [ClipView(c.clip_uri, fps=c.fps, width=c.width, height=c.height) for c in todo]
+    done = {c.clip_id: c for c in run_stages_batch(todo, views, stages)}
+    clips = [done.get(c.clip_id, c) for c in clips]
     kept = sum(c.kept for c in clips)
     log.info(
         "%s: %d clips, %d kept (%.1f s of video in %.1f s)",
@@ -72,11 +75,20 @@ def write_staging(out: str, video: Video, clips: list[Clip]) -> str:
     d = staging_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{video.video_id}.json"
-    tmp = path.with_suffix(".part")
+    tmp = path.with_suffix(f".{os.getpid()}-{time.monotonic_ns()}.part")  # unique per writer
     payload = {"video": video.__dict__, "clips": [c.to_dict() for c in clips]}
-    tmp.write_text(json.dumps(payload, allow_nan=True))
+    # default=: a numpy value a stage left anywhere on a clip is written as its JSON form
+    # instead of failing the whole task (stages.coerce_clip already handles clip.extra).
+    tmp.write_text(json.dumps(payload, allow_nan=True, default=_json_default))
     os.replace(tmp, path)
     return str(path)
+
+
+def _json_default(v):
+    try:
+        return to_json_value(v)
+    except TypeError:
+        return repr(v)
 
 
 def read_staging(path: str) -> tuple[Video, list[Clip]]:

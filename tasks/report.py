@@ -136,6 +136,7 @@ def markdown(summary: dict, dedup_info: dict | None, files: dict) -> str:
         lines.append(f"| {k} | {summary.get(k, 0)} |")
     for status, n in sorted(summary.get("videos_recorded", {}).items()):
         lines.append(f"| videos {status} | {n} |")
+    lines += _files_not_curated(summary)
     lines += ["", "## Clips rejected this run, by stage", "", "| reason | clips |", "|---|---|"]
     for reason, n in sorted(summary.get("run_reject_reasons", {}).items(), key=lambda kv: -kv[1]):
         lines.append(f"| {reason} | {n} |")
@@ -150,6 +151,23 @@ def markdown(summary: dict, dedup_info: dict | None, files: dict) -> str:
         lines += ["", "## Files", ""]
         lines += [f"- {k}: `{v}`" for k, v in files.items()]
     return "\n".join(lines) + "\n"
+
+
+def _files_not_curated(summary: dict, limit: int = 200) -> list[str]:
+    """Skipped and failed input files of this run, each with why (nothing skips silently)."""
+    entries = [("skipped", f) for f in summary.get("files_skipped", [])]
+    entries += [("failed", f) for f in summary.get("files_failed", [])]
+    if not entries:
+        return []
+    lines = ["", "## Input files not curated this run", "", "| file | verdict | why |"]
+    lines.append("|---|---|---|")
+    for verdict, f in entries[:limit]:
+        name = str(f["path"]).replace("|", "\\|")
+        why = str(f["reason"]).replace("|", "\\|")
+        lines.append(f"| `{name}` | {verdict} | {why} |")
+    if len(entries) > limit:
+        lines.append(f"| ... | {len(entries) - limit} more | see summary.json |")
+    return lines
 
 
 def _data_uri(path: str, max_width: int = 1000) -> str:

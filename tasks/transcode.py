@@ -5,22 +5,44 @@ forced at every clip boundary and the segment muxer writes each span to its own 
 the cost is one decode+encode pass however many clips a video has (per-clip seeking would
 decode overlapping GOPs again and again). Gaps between clips (trimmed transitions) become
 segments that are deleted. If the segment pass fails, clips are cut one by one.
+
+Temp paths (the segment directory, a clip's ``.part`` file) are unique per call, so two
+runs or two attempts never write into each other's files. A failure that is not the
+clip's — ffmpeg killed by a signal, disk full, the temp directory removed — raises
+:class:`~worldmill.media.InfraError` instead of rejecting the clips: the task is retried,
+and a video it still stops gets no row, so the next run processes it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import shutil
 import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 from worldmill.config import TranscodeConfig
-from worldmill.media import MediaError, even, ffmpeg_bin, probe
+from worldmill.media import InfraError, MediaError, even, ffmpeg_bin, probe
 from worldmill.records import Clip, Video
 
 log = logging.getLogger(__name__)
+
+SEG_PREFIX = ".seg_"  # per-call segment directories: OUT/clips/<video_id>/.seg_<video_id>_*/
+PART_SUFFIX = ".part.mp4"  # a single clip being written: <clip_id>.mp4.<random>.part.mp4
+
+# ffmpeg messages (strerror texts) that describe the machine, not the input.
+_INFRA_MESSAGES = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Cannot allocate memory",
+    "Too many open files",
+    "Read-only file system",
+    "Input/output error",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,7 +90,8 @@ def transcode_clips(
     video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig
 ) -> list[Clip]:
     """Write every kept clip of ``video`` to ``out_dir/<clip_id>.mp4`` and fill in its
-    ``clip_uri``, size, fps and frame count. Failures are recorded on the clips."""
+    ``clip_uri``, size, fps and frame count. Failures that are the clip's are recorded on
+    the clips; infrastructure failures raise :class:`InfraError` (an ``OSError``)."""
     todo = [c for c in clips if c.kept]
     if not todo:
         return clips
@@ -97,9 +120,7 @@ def _segment_pass(
     end = video.duration_s
     times = [t for t in cuts if 0 < t < end - 1e-3]
     bounds = [0.0, *times, end]
-    tmp = Path(out_dir) / f".seg_{video.video_id}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SEG_PREFIX}{video.video_id}_", dir=out_dir))
     fps = cfg.fps or video.fps or 24.0
     cmd = [
         ffmpeg_bin(),
@@ -123,33 +144,42 @@ def _segment_pass(
     else:
         cmd += ["-f", "segment", "-segment_time", f"{end + 3600:.0f}"]
     cmd += ["-reset_timestamps", "1", "-segment_format", "mp4", str(tmp / "%05d.mp4")]
-    r = subprocess.run(cmd, capture_output=True, timeout=max(600, 10 * end))
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr.decode(errors="replace").strip()[-400:] or "ffmpeg failed")
-    produced = sorted(tmp.glob("*.mp4"))
-    if len(produced) != len(bounds) - 1:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"segment muxer wrote {len(produced)} files for {len(bounds) - 1} spans")
-    index = {round(b, 3): k for k, b in enumerate(bounds[:-1])}
-    for c in clips:
-        k = index.get(round(c.start_s, 3))
-        if k is None:
-            raise RuntimeError(f"no segment starts at {c.start_s:.3f}s")
-        dest = os.path.join(out_dir, f"{c.clip_id}.mp4")
-        os.replace(produced[k], dest)
-        c.clip_uri = dest
-    shutil.rmtree(tmp, ignore_errors=True)  # gap segments
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=max(600, 10 * end))
+        if r.returncode != 0:
+            _raise_if_infra(r, src, tmp)
+            raise RuntimeError(_stderr(r) or "ffmpeg failed")
+        produced = sorted(tmp.glob("*.mp4"))
+        if len(produced) != len(bounds) - 1:
+            if not tmp.is_dir():
+                raise InfraError(f"segment directory {tmp} vanished while ffmpeg ran")
+            raise RuntimeError(
+                f"segment muxer wrote {len(produced)} files for {len(bounds) - 1} spans"
+            )
+        index = {round(b, 3): k for k, b in enumerate(bounds[:-1])}
+        for c in clips:
+            k = index.get(round(c.start_s, 3))
+            if k is None:
+                raise RuntimeError(f"no segment starts at {c.start_s:.3f}s")
+            dest = os.path.join(out_dir, f"{c.clip_id}.mp4")
+            os.replace(produced[k], dest)  # OSError (disk, vanished dir) = infrastructure
+            c.clip_uri = dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gap segments, or a failed pass's files
 
 
 def _single_clip(src: str, video: Video, c: Clip, out_dir: str, cfg: TranscodeConfig) -> None:
     dest = os.path.join(out_dir, f"{c.clip_id}.mp4")
-    part = dest + ".part.mp4"
+    part = f"{dest}.{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
     cmd = [ffmpeg_bin(), "-v", "error", "-nostdin", "-y", "-ss", f"{c.start_s:.3f}", "-i", src]
     cmd += ["-t", f"{c.duration_s:.3f}", "-map", "0:v:0", "-an", "-sn", "-dn"]
     cmd += ["-vf", _filters(video, cfg), *encoder_args(cfg), part]
     r = subprocess.run(cmd, capture_output=True, timeout=max(300, 10 * c.duration_s))
     if r.returncode != 0 or not os.path.exists(part):
-        raise RuntimeError(r.stderr.decode(errors="replace").strip()[-400:] or "ffmpeg failed")
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        _raise_if_infra(r, src, Path(out_dir))
+        raise RuntimeError(_stderr(r) or "ffmpeg failed")
     os.replace(part, dest)
     c.clip_uri = dest
 
@@ -161,3 +191,39 @@ def _fill_info(c: Clip) -> None:
         c.error("transcode", f"output unreadable: {e}")
         return
     c.width, c.height, c.fps, c.num_frames = info.width, info.height, info.fps, info.num_frames
+
+
+def _stderr(r: subprocess.CompletedProcess) -> str:
+    return r.stderr.decode(errors="replace").strip()[-400:]
+
+
+def _raise_if_infra(r: subprocess.CompletedProcess, src: str, work_dir: Path) -> None:
+    """Raise InfraError when a failed ffmpeg run says nothing about the clip: the source was
+    probed fine at ingest, so a signal, a full disk or a vanished directory is the machine's."""
+    if r.returncode < 0:
+        raise InfraError(f"ffmpeg was killed by signal {-r.returncode} (not the clip's fault)")
+    err = _stderr(r)
+    for msg in _INFRA_MESSAGES:
+        if msg in err:
+            raise InfraError(f"ffmpeg: {msg} ({err[-200:]})")
+    if not work_dir.is_dir():
+        raise InfraError(f"output directory {work_dir} vanished while ffmpeg ran")
+    if not os.path.exists(src):
+        raise InfraError(f"source {src} vanished while ffmpeg ran")
+
+
+def remove_stale_temp(clips_root: str) -> int:
+    """Delete segment directories and ``.part`` files left under ``OUT/clips`` by killed runs.
+    Only call it while holding OUT's run lock: then no other run is writing there."""
+    root = Path(clips_root)
+    n = 0
+    if not root.is_dir():
+        return 0
+    for d in root.glob(f"*/{SEG_PREFIX}*"):
+        shutil.rmtree(d, ignore_errors=True)
+        n += 1
+    for f in root.glob(f"*/*{PART_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            f.unlink()
+            n += 1
+    return n

@@ -37,11 +37,24 @@ def _curate(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"worldmill curate: {e}", file=sys.stderr)
         return 2
-    summary = run_curate(cfg)
+    from worldmill.runlock import EXIT_LOCKED, RunLockTimeout, run_lock
+
+    # One run per OUT: wait for a run already there (before Prefect and Dask start), exit 3
+    # if it outlasts lock_timeout_s. The flow takes the same lock again (re-entrant).
+    try:
+        with run_lock(cfg.out, cfg.lock_timeout_s, on_wait=_say):
+            summary = run_curate(cfg)
+    except RunLockTimeout as e:
+        print(f"worldmill curate: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     if summary is None:
         return 1
     print_summary(summary)
     return 0
+
+
+def _say(msg: str) -> None:
+    print(f"worldmill curate: {msg}", file=sys.stderr, flush=True)
 
 
 def _check_input(uri: str) -> None:
@@ -79,6 +92,13 @@ def print_summary(s: dict) -> None:
     print(
         f"  videos: {s['videos_new']} new, {s['videos_skipped']} already processed, recorded: {rec}"
     )
+    for what in ("files_skipped", "files_failed"):  # every file seen is accounted for
+        files = s.get(what, [])
+        print(f"  {what.replace('_', ' ')}: {len(files)}")
+        for f in files[:10]:
+            print(f"    {f['path']}: {f['reason']}")
+        if len(files) > 10:
+            print(f"    ... {len(files) - 10} more in the report's summary.json")
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(s["run_reject_reasons"].items())) or "none"
     print(f"  clips this run: {s['run_clips']} ({s['run_kept']} kept; rejected: {reasons})")
     print(
@@ -125,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+    # A run started beside a busy one (two at once, see worldmill/runlock.py) can take longer
+    # than Prefect's default 20 s to start its ephemeral server on a loaded machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if argv and argv[0] == "train":
         from worldmill.training.cli import main as train_main
 

@@ -121,15 +121,26 @@ class ShardConfig(StrictModel):
     length_buckets_s: list[float] = Field(default_factory=lambda: [5.0, 10.0, 30.0])
 
 
+# Obvious non-media sidecars next to footage: metadata, subtitles, notes, checksums,
+# thumbnails. Skipped cheaply (never probed) but still listed in the run summary.
+SIDECAR_EXTENSIONS = (
+    ".json", ".jsonl", ".txt", ".md", ".csv", ".tsv", ".yaml", ".yml", ".xml", ".toml",
+    ".ini", ".nfo", ".log", ".srt", ".vtt", ".ass", ".html", ".pdf", ".py", ".sh",
+    ".sha256", ".md5", ".jpg", ".jpeg", ".png", ".part",
+)  # fmt: skip
+
+
 class CurateConfig(StrictModel):
     """Parameters of the ``curate`` flow (rendered as a form in the Prefect UI)."""
 
     input: str = ""  # folder, glob or fsspec URI (s3://bucket/raw/) of raw videos
     out: str = "out"  # output root: OUT/lancedb, OUT/clips, OUT/shards, OUT/report
-    extensions: list[str] = Field(
-        default_factory=lambda: [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".ts"]
-    )
-    include_all_files: bool = False  # True: every file is a candidate (non-videos get failed)
+    # Which files are videos is decided by probing each one with ffprobe, not by name.
+    # Sidecars with these endings are skipped without probing (listed in the run summary
+    # as files_skipped); everything else that is not a readable video is files_failed.
+    skip_extensions: list[str] = Field(default_factory=lambda: list(SIDECAR_EXTENSIONS))
+    extensions: list[str] = Field(default_factory=list)  # non-empty: only these endings
+    include_all_files: bool = False  # True: probe skip_extensions files too
     retry_failed: bool = False  # re-process videos previously recorded as failed
     dask: DaskConfig = Field(default_factory=DaskConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -140,6 +151,9 @@ class CurateConfig(StrictModel):
     taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     videos_per_task: int = Field(1, ge=1)  # Prefect task granularity (each task costs ~1 s)
+    # Seconds a run waits for another run on the same OUT to finish (the run lock) before
+    # giving up with exit code 3; -1 waits forever, 0 gives up at once.
+    lock_timeout_s: float = Field(600.0, ge=-1)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -16,6 +16,12 @@ class MediaError(Exception):
     """A file could not be probed or decoded; the message is meant for people."""
 
 
+class InfraError(OSError):
+    """Processing a readable file failed for a reason that is not the file's (ffmpeg killed,
+    disk full, a temp directory removed under it). Never recorded as a rejection: it raises,
+    Prefect retries the task, and a video it still stops is left for the next run."""
+
+
 @lru_cache(maxsize=1)
 def ffmpeg_bin() -> str:
     path = shutil.which("ffmpeg")
@@ -46,6 +52,7 @@ class ProbeInfo:
     num_frames: int
     codec: str
     has_audio: bool = False
+    bit_rate: int = 0  # video stream bits/s (container rate or size/duration when absent)
     raw: dict = field(default_factory=dict, repr=False)
 
 
@@ -98,7 +105,24 @@ def probe(path: str, timeout: float = 60) -> ProbeInfo:
         raise MediaError("video stream has no frame size")
     if dur <= 0 or fps <= 0:
         raise MediaError("video stream has no duration or frame rate (truncated?)")
-    return ProbeInfo(dur, w, h, fps, nb, v.get("codec_name", ""), has_audio, info)
+    codec = v.get("codec_name", "")
+    return ProbeInfo(dur, w, h, fps, nb, codec, has_audio, _bit_rate(v, info, dur), raw=info)
+
+
+def _bit_rate(stream: dict, info: dict, duration_s: float) -> int:
+    """Video bits/s: the stream's own rate when the container records it (mp4, mov), else
+    the container's overall rate (mkv, webm, ogg record none per stream), else size/duration."""
+    fmt = info.get("format", {})
+    for raw in (stream.get("bit_rate"), fmt.get("bit_rate")):
+        try:
+            if raw and int(raw) > 0:
+                return int(raw)
+        except (TypeError, ValueError):
+            continue
+    try:
+        return int(int(fmt.get("size") or 0) * 8 / duration_s) if duration_s > 0 else 0
+    except (TypeError, ValueError):
+        return 0
 
 
 def decode_frames(
@@ -221,6 +245,10 @@ class ClipView:
                 height = even(self.height * width / self.width)
             self._cache[key] = decode_frames(self.uri, width, height, fps=sample_fps, gray=gray)
         return self._cache[key]
+
+    def clear(self) -> None:
+        """Drop every cached frame array and memo (frees memory between stage batches)."""
+        self._cache.clear()
 
     def memo(self, key: tuple, compute):
         """Cache any result derived from this clip (e.g. optical flow) under ``key`` so

@@ -48,6 +48,7 @@ class Video:
     num_frames: int = 0
     codec: str = ""
     size_bytes: int = 0
+    bit_rate: int = 0  # source video bits/s from the probe (keep-best prefers higher)
     local_path: str = ""  # where the bytes can be read by ffmpeg (a cached copy for remote URIs)
     dup_of: str = ""  # for status=duplicate: the video_id with the same bytes
 
@@ -75,6 +76,7 @@ class Clip:
     embedding: list[float] | None = None  # caption text embedding (sentence-transformers)
     visual_embedding: list[float] | None = None  # perceptual descriptor of the frames
     dup_of: str = ""
+    dup_reason: str = ""  # for duplicates: why dup_of was kept instead (see tasks/dedup.py)
     cluster: int = -1
     topic: str = ""
     shard: str = ""

@@ -60,6 +60,7 @@ _CLIP_BASE = [
     ("text_score", pa.float64()),
     ("caption", pa.string()),
     ("dup_of", pa.string()),
+    ("dup_reason", pa.string()),
     ("cluster", pa.int32()),
     ("topic", pa.string()),
     ("shard", pa.string()),

@@ -192,7 +192,21 @@ def test_shards_hold_every_kept_clip_once(curated):
     assert all(n == 1 for n in seen.values())
     assert all(exts[k] >= {"mp4", "json", "txt"} for k in kept)
     manifest = json.loads(Path(out, "shards", "manifest.json").read_text())
-    assert manifest
+    # The manifest lists exactly the tars on disk, each with the clips it holds.
+    tars = sorted(
+        p.relative_to(Path(out, "shards")).as_posix() for p in Path(out, "shards").rglob("*.tar")
+    )
+    assert sorted(sh["path"] for sh in manifest["shards"]) == tars
+    assert manifest["n_shards"] == len(tars) and manifest["n_samples"] == len(kept)
+    listed = [cid for sh in manifest["shards"] for cid in sh["clip_ids"]]
+    assert sorted(listed) == sorted(kept)
+    by_clip = {c["clip_id"]: c["shard"] for c in clips if c["kept"]}
+    for sh in manifest["shards"]:
+        assert (
+            sh["n_samples"] == len(sh["clip_ids"]) and sh["bucket"] == sh["path"].rsplit("/", 1)[0]
+        )
+        assert all(by_clip[cid] == sh["path"] for cid in sh["clip_ids"])  # clips.shard agrees
+    assert sum(b["n_samples"] for b in manifest["buckets"].values()) == len(kept)
     assert Path(out, "shards", ".nv-meta", "dataset.yaml").exists()
 
 

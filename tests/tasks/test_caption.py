@@ -217,7 +217,14 @@ def test_vlm_backend_captions_with_a_local_model(clips, tmp_path):
     stage = load_stage(StageSpec(name="caption", params=params))
     clip = stage(clip, view)
     assert not clip.errors, clip.errors
-    assert isinstance(clip.caption, str)
+    # The caption is the model's greedy answer for this clip's keyframes (n_frames of them,
+    # at the stage's frame width), special tokens stripped, whitespace normalised.
+    frames = view.keyframes(n=2, width=caption.ANALYSIS_WIDTH)
+    text, n_new = caption.vlm_caption(frames, str(model_dir), max_new_tokens=8)
+    assert (clip.caption, clip.extra["caption_tokens"]) == (text, n_new)
+    assert clip.caption == " ".join(clip.caption.split())
+    _, processor = caption.load_vlm(str(model_dir))
+    assert not any(t in clip.caption for t in processor.tokenizer.all_special_tokens if t)
     assert 1 <= clip.extra["caption_tokens"] <= 8  # random weights: gibberish, but generated
     assert clip.extra["caption_backend"] == "vlm"
     assert clip.extra["caption_model"] == "tiny-llava"

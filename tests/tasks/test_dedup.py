@@ -189,3 +189,32 @@ def test_similarity_report_and_plot(corpus, tmp_path):
     rep2 = similarity_report(np.array([np.nan]), grid)  # a single clip: nothing to plot
     assert rep2["fraction_removed"] is None and sum(rep2["histogram"]["counts"]) == 0
     plot_similarity(rep2, str(tmp_path / "one.png"))
+
+
+def test_keep_best_order_source_pixels_then_bitrate_then_quality():
+    """protected > source pixels > source bitrate > quality > id, with the reason in words."""
+    vis = np.tile(np.ones(8, np.float32), (4, 1))
+    vis[1:] += np.float32(1e-3) * np.arange(1, 4)[:, None]  # near, not bit-identical
+    ids = ["a", "b", "c", "d"]
+    size = np.array([[854, 480], [1280, 720], [1280, 720], [1280, 720]])
+    rate = np.array([9e6, 2e6, 1e6, 2e6])
+    quality = np.array([0.9, 0.1, 0.9, 0.5])  # measured after transcoding: misleading
+    res = find_duplicates(
+        ids, vis, quality, np.zeros(4, bool), CFG, source_size=size, source_bitrate=rate
+    )
+    # b and d tie on pixels and bitrate; d has the better quality score.
+    assert res.dup_of == {"a": "d", "b": "d", "c": "d"}
+    assert res.explain == {
+        "a": "near: lower source resolution than d (854x480 < 1280x720)",
+        "b": "near: lower quality score than d (0.100 < 0.500)",
+        "c": "near: lower source bitrate than d (1000 < 2000 kb/s)",
+    }
+    # A protected (already sharded) low-resolution copy stays and wins the group.
+    prot = np.array([True, False, False, False])
+    res = find_duplicates(ids, vis, quality, prot, CFG, source_size=size, source_bitrate=rate)
+    assert res.dup_of == {"b": "a", "c": "a", "d": "a"}
+    assert res.explain["d"] == "near: a is already sharded (shards are append-only)"
+    # Unknown source properties (older rows) rank lowest, so quality decides among them.
+    res = find_duplicates(ids, vis, quality, np.zeros(4, bool), CFG)
+    assert res.dup_of == {"b": "a", "c": "a", "d": "a"}
+    assert res.explain["c"] == "near: same source and quality as a, which has the smaller id"

@@ -21,7 +21,14 @@ from worldmill.config import StageSpec
 from worldmill.media import ClipView
 from worldmill.records import Clip
 from worldmill.stages import BUILTIN, load_stage, run_stages
-from worldmill.tasks import filter_limits, filter_motion, filter_quality, filter_text
+from worldmill.tasks import (
+    caption,
+    embed,
+    filter_limits,
+    filter_motion,
+    filter_quality,
+    filter_text,
+)
 
 N = int(3 * FPS)  # 3 s clips
 
@@ -46,9 +53,18 @@ def clips(tmp_path_factory) -> dict[str, tuple[Clip, ClipView]]:
 
 
 def test_builtin_names_resolve_to_these_modules():
-    for name in ("limits", "motion", "quality", "text", "caption"):
-        stage = load_stage(StageSpec(name=name))
-        assert stage.fn.__module__ == BUILTIN[name]
+    # Spelled out, not read from BUILTIN: a wrong or missing entry there must fail here.
+    expected = {
+        "limits": filter_limits.run,
+        "motion": filter_motion.run,
+        "quality": filter_quality.run,
+        "text": filter_text.run,
+        "caption": caption.run,
+        "visual_embed": embed.run,
+    }
+    assert set(BUILTIN) == set(expected)
+    for name, fn in expected.items():
+        assert load_stage(StageSpec(name=name)).fn is fn, name
 
 
 # ----------------------------------------------------------------------------- limits

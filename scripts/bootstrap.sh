@@ -37,5 +37,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
   # rapidocr's declared deps pull the GUI OpenCV; its real needs are in pyproject.
   .venv/bin/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4
+  # Simulators for `worldmill rollouts`: the `sim` extra, then procgen (CoinRun) and its gym3 /
+  # gym without their numpy<2 pins (they work with numpy 2; see pyproject.toml).
+  .venv/bin/python -m pip install -q -e ".[sim]"
+  .venv/bin/python -m pip install -q --no-deps procgen-mirror==0.10.7 gym3==0.3.3 gym==0.26.2
   echo "$want" > "$stamp"
 fi

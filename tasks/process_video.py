@@ -22,6 +22,7 @@ from worldmill.config import CurateConfig, StageSpec
 from worldmill.media import ClipView
 from worldmill.records import FAILED, Clip, Video
 from worldmill.stages import load_stages, run_stages_batch, to_json_value
+from worldmill.tasks.actions import attach_actions
 from worldmill.tasks.split import split_video
 from worldmill.tasks.transcode import transcode_clips
 
@@ -49,6 +50,7 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
         c.extra["source_bitrate"] = video.bit_rate
     clip_dir = os.path.join(cfg.out, "clips", video.video_id)
     transcode_clips(video, clips, clip_dir, cfg.transcode)
+    attach_actions(video, clips)  # rollout videos: per-frame actions from their sidecar
     visual = VISUAL_STAGE.model_copy(update={"module": cfg.embed.visual_module})
     stages = load_stages([*cfg.stages, visual])
     # Clips rejected before transcode (too short) or whose transcode failed have no file.

@@ -4,6 +4,7 @@ Layout under ``out_dir``::
 
     out_dir/
       256p_16x9_5-10s/<run_id>-000000.tar       # samples <clip_id>.mp4 / .json / .txt
+                                                # (+ .actions.npy for rollout clips)
       256p_16x9_5-10s/<run_id>-000000.tar.idx   # Energon tar index (sample byte offsets)
       ...
       manifest.json                             # every shard: path, bucket, n_samples, ...
@@ -53,6 +54,7 @@ from webdataset import TarWriter
 
 from worldmill.config import ShardConfig
 from worldmill.shards import write_tar_index
+from worldmill.tasks.actions import actions_npy
 
 MANIFEST = "manifest.json"
 NV_META = ".nv-meta"
@@ -250,9 +252,14 @@ def write_shards(
             try:
                 for c in sorted(by_bucket[bucket], key=lambda d: d["clip_id"]):
                     data = _read_bytes(str(c["clip_uri"]))
+                    acts = c.get("actions")  # rollout clips: per-frame actions (JSON)
+                    c = {k: v for k, v in c.items() if k != "actions"}
                     meta = json.dumps(sample_metadata(c, bucket), sort_keys=True).encode()
                     txt = str(c.get("caption") or "").encode()
-                    path = w.write(c["clip_id"], {"mp4": data, "json": meta, "txt": txt})
+                    parts = {"mp4": data, "json": meta, "txt": txt}
+                    if acts:
+                        parts["actions.npy"] = actions_npy(acts)
+                    path = w.write(c["clip_id"], parts)
                     result[c["clip_id"]] = path.relative_to(out).as_posix()
             finally:
                 w.close()
@@ -405,7 +412,10 @@ def shard_task(out: str, cfg: ShardConfig, run_id: str) -> dict:
     from worldmill.store import Store
 
     store = Store(out)
-    rows = store.clip_rows(SHARD_COLUMNS, where="kept = true AND shard = ''")
+    t = store.clips()
+    rollout = ["actions", "action_start_frame"]  # columns only rollout clips have
+    cols = SHARD_COLUMNS + [c for c in rollout if t is not None and c in t.schema.names]
+    rows = store.clip_rows(cols, where="kept = true AND shard = ''")
     if not rows:
         return {"new_shards": [], "clips": 0}
     shard_dir = os.path.join(out, "shards")

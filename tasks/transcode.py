@@ -63,9 +63,12 @@ def encoder_args(cfg: TranscodeConfig) -> list[str]:
     enc = cfg.encoder
     if enc == "auto":
         enc = "h264_nvenc" if nvenc_available() else "libx264"
+    bf = ["-bf", str(cfg.bframes)] if cfg.bframes >= 0 else []  # -1: encoder default
     if enc == "h264_nvenc":
-        return ["-c:v", "h264_nvenc", "-preset", "p4", "-cq", str(cfg.crf), "-pix_fmt", "yuv420p"]
-    return ["-c:v", "libx264", "-preset", cfg.preset, "-crf", str(cfg.crf), "-pix_fmt", "yuv420p"]
+        args = ["-c:v", "h264_nvenc", "-preset", "p4", "-cq", str(cfg.crf), "-pix_fmt", "yuv420p"]
+        return args + bf
+    args = ["-c:v", "libx264", "-preset", cfg.preset, "-crf", str(cfg.crf), "-pix_fmt", "yuv420p"]
+    return args + bf
 
 
 def output_size(video: Video, cfg: TranscodeConfig) -> tuple[int, int]:

@@ -7,6 +7,7 @@ worldmill deploy --input DIR --out DIR     # register curate/nightly on a Prefec
 worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]
 worldmill generate --model RUN --prompt "..." [--image PNG | --video MP4] --out OUT.mp4
 worldmill guard prompt "TEXT" | guard video IN.mp4 --out OUT.mp4   # guardrails alone; exit 3 = refused
+worldmill rollouts ENV --episodes N --steps T --out DIR [--policy sticky|random] [--seed S]
 """
 
 from __future__ import annotations
@@ -163,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         from worldmill.guardrails.cli import main as guard_main
 
         return guard_main(argv[1:])
+    if argv and argv[0] == "rollouts":
+        from worldmill.rollouts.cli import main as rollouts_main
+
+        return rollouts_main(argv[1:])
     if argv and argv[0] == "deploy":
         from worldmill.deployments.curate import main as deploy_main
 
@@ -205,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     j.set_defaults(fn=_json)
     sub.add_parser("deploy", help="register curate/nightly on the Prefect server (see --help)")
     sub.add_parser("train", help="launch a training run (see 'worldmill train --help')")
+    sub.add_parser("rollouts", help="episodes from a real simulator (see 'rollouts --help')")
     sub.add_parser("encode", help="encode a shard set to latents/tokens with a trained tokenizer")
     sub.add_parser("generate", help="generate a world from a trained run (see --help)")
     sub.add_parser("guard", help="run the prompt or video guardrails alone (see --help)")

@@ -63,6 +63,10 @@ class TranscodeConfig(StrictModel):
     encoder: Literal["auto", "libx264", "h264_nvenc"] = "auto"  # auto = NVENC when present
     crf: int = Field(23, ge=0, le=51)
     preset: str = "veryfast"
+    # B-frames: -1 = the encoder's default; 0 = none, which makes segment cuts frame-exact
+    # (with B-frames a scene-cut keyframe just before a cut time can move the cut; see
+    # tasks/actions.py). configs/rollouts.yaml uses 0.
+    bframes: int = Field(-1, ge=-1, le=16)
 
 
 class StageSpec(StrictModel):

@@ -89,6 +89,8 @@ class Clip:
     # Extra per-stage outputs: each key becomes a column of `clips` (e.g. a plug-in
     # filter's "blur_score"). Values must be scalars.
     extra: dict[str, Scalar] = field(default_factory=dict)
+    # Per-frame actions of a rollout clip (one row per frame; tasks/actions.py), else None.
+    actions: list | None = None
 
     @property
     def duration_s(self) -> float:

@@ -280,6 +280,8 @@ def clip_row(c: Clip, run_id: str = "") -> dict[str, Any]:
     row["visual_embedding"] = c.visual_embedding
     row["errors"] = json.dumps(c.errors) if c.errors else ""
     row["run_id"] = run_id
+    if c.actions is not None:  # rollout clips only: a JSON column added on first sight
+        row["actions"] = json.dumps(c.actions)
     for k, v in c.extra.items():
         if k in row:
             continue

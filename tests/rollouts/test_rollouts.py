@@ -1,0 +1,159 @@
+"""`worldmill rollouts` on the real simulators: deterministic per seed, actions with the
+documented meaning, clear errors for a bad ENV name or a simulator that cannot start."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from worldmill.media import decode_frames, probe
+from worldmill.rollouts import RolloutsConfig, SimulatorUnavailable, make_env, rollouts
+from worldmill.rollouts.cli import main as rollouts_main
+from worldmill.rollouts.policies import make_policy
+from worldmill.rollouts.registry import ActionSpace
+
+STEPS = 16
+
+
+def _run(env: str, out: Path, seed: int, policy: str = "sticky") -> dict:
+    return rollouts(
+        RolloutsConfig(env=env, episodes=2, steps=STEPS, out=str(out), seed=seed, policy=policy)
+    )
+
+
+def _episode(d: Path, name: str) -> tuple[bytes, np.ndarray]:
+    return (d / f"{name}.actions.npy").read_bytes(), decode_frames(str(d / f"{name}.mp4"), 64, 64)
+
+
+@pytest.mark.parametrize("env", ["coinrun", "pong", "arm"])
+def test_deterministic_per_seed(env, tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    m = _run(env, a, seed=3)
+    _run(env, b, seed=3)
+    _run(env, c, seed=4)
+    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+    for e in m["episodes"]:
+        n = e["num_frames"]
+        acts_a, frames_a = _episode(a, e["name"])
+        acts_b, frames_b = _episode(b, e["name"])
+        assert acts_a == acts_b, "same seed: byte-identical actions"
+        assert np.array_equal(frames_a, frames_b), "same seed: identical decoded frames"
+        for part in ("rewards", "dones"):
+            assert (a / f"{e['name']}.{part}.npy").read_bytes() == (
+                b / f"{e['name']}.{part}.npy"
+            ).read_bytes()
+        # One frame per action, one reward and done flag per action.
+        acts = np.load(a / e["actions"])
+        assert len(acts) == n == len(frames_a) == probe(str(a / e["video"])).num_frames
+        assert len(np.load(a / e["rewards"])) == len(np.load(a / e["dones"])) == n
+        assert frames_a.std() > 0, "frames show something"
+    acts_c, frames_c = _episode(c, "ep_000000")
+    acts_a, frames_a = _episode(a, "ep_000000")
+    assert acts_a != acts_c, "another seed: other actions"
+    k = min(len(frames_a), len(frames_c))
+    assert not np.array_equal(frames_a[:k], frames_c[:k]), "another seed: other frames"
+
+
+def test_manifest_and_action_space(tmp_path):
+    m = _run("arm", tmp_path, seed=0, policy="random")
+    disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert disk["env"] == "arm" and disk["fps"] == 10.0 and disk["n_episodes"] == 2
+    assert disk["action_space"]["kind"] == "continuous" and disk["action_space"]["shape"] == [7]
+    acts = np.load(tmp_path / m["episodes"][0]["actions"])
+    assert acts.dtype == np.float32 and acts.shape == (STEPS, 7)
+    assert acts[:, :6].min() >= -1 and acts[:, 6].min() >= 0 and acts.max() <= 1
+    # random: no two consecutive equal actions (continuous iid draws)
+    assert not (acts[1:] == acts[:-1]).all(axis=1).any()
+
+
+def test_arm_actions_move_the_end_effector():
+    env = make_env("arm", 32)
+    try:
+        env.reset(0)
+        c, robot = env._c, env._robot
+        start = np.array(c.getLinkState(robot, 11)[4])
+        for _ in range(5):
+            env.step(np.array([1, 0, 0, 0, 0, 0, 1], np.float32))  # +x at full speed
+        moved = np.array(c.getLinkState(robot, 11)[4]) - start
+        for _ in range(5):
+            env.step(np.array([0, 0, -1, 0, 0, 0, 1], np.float32))  # down
+        down = np.array(c.getLinkState(robot, 11)[4]) - start - moved
+    finally:
+        env.close()
+    assert 0.06 < moved[0] < 0.11 and abs(moved[1]) < 0.02, moved  # ~5 x 2 cm along +x
+    assert -0.11 < down[2] < -0.06, down
+
+
+def test_coinrun_and_atari_action_spaces():
+    for name, n in [("coinrun", 15), ("breakout", 4), ("pong", 6)]:
+        env = make_env(name, 64)
+        try:
+            assert env.action_space.kind == "discrete" and env.action_space.n == n
+            f = env.reset(1)
+            assert f.shape == (64, 64, 3) and f.dtype == np.uint8
+        finally:
+            env.close()
+
+
+def test_sticky_policy_holds_and_covers_every_action():
+    space = ActionSpace("discrete", n=15)
+    sticky = make_policy("sticky", space, np.random.default_rng(0))
+    acts = np.array([sticky() for _ in range(3000)])
+    runs = np.diff(np.flatnonzero(np.diff(acts) != 0))
+    assert set(acts.tolist()) == set(range(15)), "every action is seen"
+    assert 3.0 < runs.mean() < 6.0, "held for a uniform 1..8 steps (mean 4.5)"
+    rand = make_policy("random", space, np.random.default_rng(0))
+    iid = np.array([rand() for _ in range(3000)])
+    assert abs((iid[1:] == iid[:-1]).mean() - 1 / 15) < 0.03, "random: iid"
+
+
+def test_bad_env_name_lists_valid_names(tmp_path):
+    r = run_cli("rollouts", "minecraft", "--out", str(tmp_path / "o"), timeout=120)
+    assert r.returncode == 2
+    assert "unknown env 'minecraft'" in r.stderr
+    for name in ("arm", "breakout", "coinrun", "pong"):
+        assert name in r.stderr
+    assert not (tmp_path / "o").exists(), "nothing written"
+
+
+def test_bad_value_names_the_key(tmp_path, capsys):
+    assert rollouts_main(["pong", "--steps", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "steps" in err and "greater than or equal to 1" in err
+    assert rollouts_main(["pong", "--policy", "greedy", "--out", str(tmp_path / "o")]) == 2
+    assert "policy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "module", "package"),
+    [
+        ("arm", "pybullet", "pybullet"),
+        ("pong", "ale_py", "ale-py"),
+        ("coinrun", "procgen", "procgen-mirror"),
+    ],
+)
+def test_simulator_that_cannot_import_names_the_package(
+    env, module, package, tmp_path, monkeypatch, capsys
+):
+    # None in sys.modules makes `import <module>` raise ImportError, as when it is absent.
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(SimulatorUnavailable, match=f"needs the Python package '{package}"):
+        make_env(env)
+    assert rollouts_main([env, "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert package in err and "bootstrap.sh" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_rerun_with_fewer_episodes_leaves_no_stale_episode(tmp_path):
+    _run("pong", tmp_path, seed=0)  # 2 episodes
+    rollouts(RolloutsConfig(env="pong", episodes=1, steps=4, out=str(tmp_path), seed=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ep_000000.actions.npy", "ep_000000.dones.npy", "ep_000000.mp4",
+        "ep_000000.rewards.npy", "manifest.json",
+    ]  # fmt: skip

@@ -38,6 +38,7 @@ from worldmill.config import ConfigError, StrictModel
 from worldmill.models.ar import PRESETS, ARConfig, ARWorldModel, preset
 from worldmill.training import data, latents, metrics
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
+from worldmill.training.encode import fit_clip
 from worldmill.training.spec import RunContext, Spec
 
 
@@ -219,9 +220,8 @@ class ArSpec(Spec):
         for ref in data_.held_out[: cfg.run.eval_max_clips]:
             if ref.source is None:
                 raise FileNotFoundError(f"{ref.clip_id}: source clip of the tokens not found")
-            frames = data.decode_clip(ref.source, self.tok_width(data_), data_.tok_cfg.data.fps)
-            from worldmill.training.encode import fit_clip
-
+            # pixels decoded exactly as `worldmill encode` decoded them for the tokens
+            frames = data.decode_clip(ref.source, data_.tok_cfg.data.width, data_.tok_cfg.data.fps)
             video = fit_clip(data.to_tensor(frames), tc, sc)
             grid = torch.from_numpy(latents.load_array(ref)).long()
             text = torch.from_numpy(data_.text[ref.clip_id][1])[None].to(ctx.device)
@@ -272,10 +272,6 @@ class ArSpec(Spec):
             "vocab_size": ar.cfg.vocab_size,
             "params": sum(p.numel() for p in ar.parameters()),
         }
-
-    @staticmethod
-    def tok_width(data_: TokenData) -> int:
-        return data_.tok_cfg.data.width
 
 
 SPEC = ArSpec()

@@ -7,8 +7,9 @@ Upstream: ``tokenizer``, a finished DV (FSQ) tokenizer run; its codebook
 ``data.tokens_dir``), made by rank 0 before training with the tokenizer's latest checkpoint
 when missing or stale (``latents.ensure_encoded``: idempotent, atomic), with every caption's
 MiniLM embedding; ``--data`` may also name a ``worldmill encode`` output directly.
-Training: random ``data.frames x data.size x data.size`` token windows starting at latent
-frame 0 (the tokenizer's image frame), next-token cross-entropy.
+Training: random ``data.frames x data.size x data.size`` token windows (starting at any
+latent frame with ``data.random_start``, else at frame 0, the tokenizer's image frame),
+next-token cross-entropy.
 
 Evaluation (held-out whole source videos, ``metrics.json``): for each held-out clip and
 window (centre and corners), the model is given latent frames ``0 .. frames-2`` and predicts
@@ -37,6 +38,7 @@ from worldmill.config import ConfigError, StrictModel
 from worldmill.models.ar import PRESETS, ARConfig, ARWorldModel, preset
 from worldmill.training import data, latents, metrics
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
+from worldmill.training.encode import fit_clip
 from worldmill.training.spec import RunContext, Spec
 
 
@@ -53,7 +55,7 @@ class ArModelConfig(StrictModel):
     ffn_hidden_size: int | None = Field(None, ge=0)
     prefix_tokens: int | None = Field(None, ge=0)  # caption prefix slots; 0 = unconditional
     code_init: bool = True  # token embeddings start from the FSQ code geometry (models/ar.py)
-    prev_frame: bool | None = None  # add the (t-1, h, w) token to each slot (preset: on)
+    prev_frame: bool | None = None  # add the (t-1, h, w) token to each slot (None: preset's)
 
 
 class TokenDataConfig(StrictModel):
@@ -63,7 +65,7 @@ class TokenDataConfig(StrictModel):
     size: int = Field(8, ge=1)  # latent rows = columns per window (8 at 8x = 64 px)
     batch_size: int = Field(8, ge=1)  # windows per rank per step
     holdout: int = Field(4, ge=1)  # clips held out, whole source videos
-    random_start: bool = False  # windows may start after latent frame 0 (the image frame)
+    random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
     tokens_dir: str = ""  # token cache; "" = RUN/tokens
 
 
@@ -250,9 +252,8 @@ class ArSpec(Spec):
         for ref in data_.held_out[: cfg.run.eval_max_clips]:
             if ref.source is None:
                 raise FileNotFoundError(f"{ref.clip_id}: source clip of the tokens not found")
-            frames = data.decode_clip(ref.source, self.tok_width(data_), data_.tok_cfg.data.fps)
-            from worldmill.training.encode import fit_clip
-
+            # pixels decoded exactly as `worldmill encode` decoded them for the tokens
+            frames = data.decode_clip(ref.source, data_.tok_cfg.data.width, data_.tok_cfg.data.fps)
             video = fit_clip(data.to_tensor(frames), tc, sc)
             grid = torch.from_numpy(latents.load_array(ref)).long()
             text = torch.from_numpy(data_.text[ref.clip_id][1])[None].to(ctx.device)
@@ -303,10 +304,6 @@ class ArSpec(Spec):
             "vocab_size": ar.cfg.vocab_size,
             "params": sum(p.numel() for p in ar.parameters()),
         }
-
-    @staticmethod
-    def tok_width(data_: TokenData) -> int:
-        return data_.tok_cfg.data.width
 
 
 SPEC = ArSpec()

@@ -146,12 +146,15 @@ class TokenizerSpec(Spec):
         recon = torch.cat([model(c[None]) for c in clips]).clamp(-1, 1).float().cpu()
         clips = clips.cpu()
         n, _, t, h, w = clips.shape
-        budget = model.latent_numel(t, h, w)
-        base, base_hw = metrics.bicubic_baseline(clips, budget)
+        # Equal bytes: bicubic keeps 8-bit pixels, as many as the latent has bytes (DV:
+        # log2(vocab) bits per token; CV: one byte per value, so bytes = values).
+        budget = model.latent_bytes(t, h, w)
+        base, base_hw = metrics.bicubic_baseline(clips, int(budget))
         metrics.plot_recon(
             {"input": clips[0], "tokenizer": recon[0], "bicubic": base[0]}, ctx.run / "recon.png"
         )
-        return {
+        values = model.latent_numel(t, h, w)
+        res = {
             "kind": f"tokenizer-{cfg.model.kind}",
             "psnr": metrics.psnr(recon, clips),
             "ssim": metrics.ssim(recon, clips),
@@ -160,10 +163,19 @@ class TokenizerSpec(Spec):
             "baseline": f"bicubic {w}x{h} -> {base_hw[1]}x{base_hw[0]} -> {w}x{h} per frame",
             "eval_clips": n,
             "eval_shape": [t, h, w],
-            "latent_values_per_clip": budget,
-            "compression": round(3 * t * h * w / budget, 2),
+            "latent_values_per_clip": values,
+            "latent_bytes_per_clip": round(budget, 1),
+            "compression": round(3 * t * h * w / budget, 2),  # 8-bit pixels / latent bytes
             "params": sum(p.numel() for p in model.parameters()),
         }
+        if model.fsq is not None:
+            # The comparison before bytes were counted: bicubic with as many 8-bit values as
+            # the latent has FSQ channels (3x the bytes of the default 64k-vocab tokens).
+            base_v, hw_v = metrics.bicubic_baseline(clips, values)
+            res["values_baseline_psnr"] = metrics.psnr(base_v, clips)
+            res["values_baseline_ssim"] = metrics.ssim(base_v, clips)
+            res["values_baseline"] = f"bicubic -> {hw_v[1]}x{hw_v[0]} per frame"
+        return res
 
 
 SPEC = TokenizerSpec()

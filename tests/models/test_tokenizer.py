@@ -54,14 +54,14 @@ def test_decoder_is_causal():
     assert (a[:, :, 5:] - b[:, :, 5:]).abs().max() > 1e-3
 
 
-def test_dv_tokens_round_trip_through_the_default_64k_vocab():
+def test_dv_tokens_round_trip_through_the_default_2_16_vocab():
     m = _tok(kind="dv")
-    assert m.vocab_size == 64_000
+    assert m.vocab_size == 65_536
     video = torch.rand(2, 3, 5, 32, 32) * 2 - 1
     with torch.no_grad():
         codes, tokens = m.encode(video)
         assert tokens.shape == (2, 2, 4, 4) and tokens.dtype == torch.int64
-        assert int(tokens.min()) >= 0 and int(tokens.max()) < 64_000
+        assert int(tokens.min()) >= 0 and int(tokens.max()) < 65_536
         torch.testing.assert_close(m.decode_tokens(tokens), m.decode(codes))
 
 

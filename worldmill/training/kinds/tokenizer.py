@@ -3,9 +3,10 @@
 Data: random ``crop x crop`` windows of ``num_frames`` frames from curate shards; held out:
 whole source videos. A fresh run first sets the linear patch codec to the PCA of
 ``optim.pca_init_clips`` training crops (the conv paths start at zero around it), so step 0
-is already a codec that beats the bicubic baseline; training then improves on it. Loss: L1
-(sharpness) + MSE (what PSNR measures). Evaluation: held-out PSNR / SSIM against a bicubic
-baseline with the same number of values, ``recon.png``.
+is already a strong linear codec (for DV fitted through the quantiser); training then
+improves on it. Loss: L1 (sharpness) + MSE (what PSNR measures). Evaluation: held-out PSNR /
+SSIM against a bicubic baseline with the same number of bytes (8-bit pixels vs DV tokens of
+``log2(vocab)`` bits, CV values of 8 bits), ``recon.png``.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class TokenizerSpec(Spec):
         return loss_fn(model(video), video), {}
 
     def evaluate(self, model, data_: ClipData, cfg: TokenizerTrainConfig, ctx) -> dict:
-        """Held-out PSNR/SSIM vs a bicubic baseline with the same number of values."""
+        """Held-out PSNR/SSIM vs a bicubic baseline with the same number of bytes."""
         d = cfg.data
         held = data_.held_out[: cfg.run.eval_max_clips]
         clips = data.eval_clips(held, d.num_frames, d.crop, d.width, d.fps).to(ctx.device)

@@ -1,5 +1,7 @@
 """Causal video tokenizer and FSQ: shapes, causality, image/video sharing, token round trips."""
 
+import math
+
 import pytest
 import torch
 from einops import rearrange
@@ -54,14 +56,14 @@ def test_decoder_is_causal():
     assert (a[:, :, 5:] - b[:, :, 5:]).abs().max() > 1e-3
 
 
-def test_dv_tokens_round_trip_through_the_default_64k_vocab():
+def test_dv_tokens_round_trip_through_the_default_2_16_vocab():
     m = _tok(kind="dv")
-    assert m.vocab_size == 64_000
+    assert m.vocab_size == 65_536
     video = torch.rand(2, 3, 5, 32, 32) * 2 - 1
     with torch.no_grad():
         codes, tokens = m.encode(video)
         assert tokens.shape == (2, 2, 4, 4) and tokens.dtype == torch.int64
-        assert int(tokens.min()) >= 0 and int(tokens.max()) < 64_000
+        assert int(tokens.min()) >= 0 and int(tokens.max()) < 65_536
         torch.testing.assert_close(m.decode_tokens(tokens), m.decode(codes))
 
 
@@ -123,6 +125,35 @@ def test_without_the_linear_path_shapes_and_causality_hold():
         changed[:, :, 5:] = 0
         torch.testing.assert_close(m.encode(changed)[0][:, :, :2], z[:, :, :2], atol=1e-5, rtol=0)
     assert z.shape == (1, 16, 3, 4, 4) and m.decode(z).shape == video.shape
+
+
+def test_quantiser_fit_is_near_the_optimal_uniform_quantiser_on_gaussians():
+    """The DV init fits FSQ's gain and read-out per channel: on Gaussian coefficients the
+    5-level channel lands near the best uniform quantiser's error (0.080 sigma^2, Max 1960),
+    the 8-level one near it (0.037; FSQ's tanh bound costs a little), both well below the
+    error of reading whitened codes back as coefficients (what the PCA init did before)."""
+    from worldmill.models.tokenizer import _fit_quantiser
+
+    torch.manual_seed(0)
+    fsq = FSQ([8, 5])
+    y = torch.randn(20_000, 2).double() * torch.tensor([3.0, 0.5]).double()
+    a, g, b = _fit_quantiser(y, fsq)
+    codes = fsq((y * a).float())[0].double()
+    rel = ((codes * g + b - y) ** 2).mean(0) / y.var(0)
+    assert rel[0] < 0.06 and rel[1] < 0.095, rel
+    # What the PCA init did before: whiten +-2 sigma to +-1 and decode the code as if it were
+    # the whitened coefficient (FSQ's tanh bound and level spacing ignored).
+    naive = fsq((y / (2 * y.std(0))).float())[0].double() * 2 * y.std(0)
+    rel_naive = ((naive - y) ** 2).mean(0) / y.var(0)
+    assert (rel_naive > 1.4 * rel).all(), (rel_naive, rel)  # measured: 2.1x and 1.4x
+
+
+def test_dv_latent_bytes_count_log2_vocab_bits_per_token():
+    dv = _tok(kind="dv", fsq_levels=[8, 8, 8, 5, 5, 5])
+    cv = _tok(latent_channels=16)
+    tokens = 3 * 4 * 4  # 9 frames of 32x32 at 4x8x8
+    assert dv.latent_bytes(9, 32, 32) == pytest.approx(tokens * math.log2(64_000) / 8)
+    assert cv.latent_bytes(9, 32, 32) == cv.latent_numel(9, 32, 32) == tokens * 16
 
 
 class _TokenizerTester(ModelTester):

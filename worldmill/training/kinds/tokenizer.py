@@ -3,9 +3,10 @@
 Data: random ``crop x crop`` windows of ``num_frames`` frames from curate shards; held out:
 whole source videos. A fresh run first sets the linear patch codec to the PCA of
 ``optim.pca_init_clips`` training crops (the conv paths start at zero around it), so step 0
-is already a codec that beats the bicubic baseline; training then improves on it. Loss: L1
-(sharpness) + MSE (what PSNR measures). Evaluation: held-out PSNR / SSIM against a bicubic
-baseline with the same number of values, ``recon.png``.
+is already a strong linear codec (for DV fitted through the quantiser); training then
+improves on it. Loss: L1 (sharpness) + MSE (what PSNR measures). Evaluation: held-out PSNR /
+SSIM against a bicubic baseline with the same number of bytes (8-bit pixels vs DV tokens of
+``log2(vocab)`` bits, CV values of 8 bits), ``recon.png``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class TokenizerModelConfig(StrictModel):
     spatial_compression: Literal[8, 16] = 8
     patch_size: Literal[1, 2, 4, 8] = 8  # lossless space-to-depth stem (8: all convs at H/8)
     latent_channels: int = Field(16, ge=1, le=256)  # CV only
-    fsq_levels: list[int] = Field(default_factory=lambda: [8, 8, 8, 5, 5, 5])  # DV: 64k codes
+    fsq_levels: list[int] = Field(default_factory=lambda: [64, 16, 8, 8])  # DV: 2^16 codes
     channels: int = Field(128, ge=8)  # multiple of 8 (GroupNorm groups)
     channel_mult: list[int] = Field(default_factory=lambda: [1, 1], min_length=1)
     blocks_per_level: int = Field(1, ge=1, le=8)
@@ -151,19 +152,22 @@ class TokenizerSpec(Spec):
         return loss_fn(model(video), video), {}
 
     def evaluate(self, model, data_: ClipData, cfg: TokenizerTrainConfig, ctx) -> dict:
-        """Held-out PSNR/SSIM vs a bicubic baseline with the same number of values."""
+        """Held-out PSNR/SSIM vs a bicubic baseline with the same number of bytes."""
         d = cfg.data
         held = data_.held_out[: cfg.run.eval_max_clips]
         clips = data.eval_clips(held, d.num_frames, d.crop, d.width, d.fps).to(ctx.device)
         recon = torch.cat([model(c[None]) for c in clips]).clamp(-1, 1).float().cpu()
         clips = clips.cpu()
         n, _, t, h, w = clips.shape
-        budget = model.latent_numel(t, h, w)
-        base, base_hw = metrics.bicubic_baseline(clips, budget)
+        # Equal bytes: bicubic keeps 8-bit pixels, as many as the latent has bytes (DV:
+        # log2(vocab) bits per token; CV: one byte per value, so bytes = values).
+        budget = model.latent_bytes(t, h, w)
+        base, base_hw = metrics.bicubic_baseline(clips, int(budget))
         metrics.plot_recon(
             {"input": clips[0], "tokenizer": recon[0], "bicubic": base[0]}, ctx.run / "recon.png"
         )
-        return {
+        values = model.latent_numel(t, h, w)
+        res = {
             "kind": f"tokenizer-{cfg.model.kind}",
             "psnr": metrics.psnr(recon, clips),
             "ssim": metrics.ssim(recon, clips),
@@ -172,10 +176,19 @@ class TokenizerSpec(Spec):
             "baseline": f"bicubic {w}x{h} -> {base_hw[1]}x{base_hw[0]} -> {w}x{h} per frame",
             "eval_clips": n,
             "eval_shape": [t, h, w],
-            "latent_values_per_clip": budget,
-            "compression": round(3 * t * h * w / budget, 2),
+            "latent_values_per_clip": values,
+            "latent_bytes_per_clip": round(budget, 1),
+            "compression": round(3 * t * h * w / budget, 2),  # 8-bit pixels / latent bytes
             "params": sum(p.numel() for p in model.parameters()),
         }
+        if model.fsq is not None:
+            # The comparison before bytes were counted: bicubic with as many 8-bit values as
+            # the latent has FSQ channels (3x the bytes of [8,8,8,5,5,5] tokens).
+            base_v, hw_v = metrics.bicubic_baseline(clips, values)
+            res["values_baseline_psnr"] = metrics.psnr(base_v, clips)
+            res["values_baseline_ssim"] = metrics.ssim(base_v, clips)
+            res["values_baseline"] = f"bicubic -> {hw_v[1]}x{hw_v[0]} per frame"
+        return res
 
 
 SPEC = TokenizerSpec()

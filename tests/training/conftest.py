@@ -6,20 +6,13 @@ from worldmill.training.registry import get_spec
 TINY = list(get_spec("tokenizer").tiny)
 
 
-# -- world models: an upstream DV tokenizer run and a tiny AR config -------------------------
-
-TINY_DV = TINY + [*get_spec("ar").tiny_upstream["tokenizer"], "run.steps=2", "run.nproc=1"]
+# -- world models: the tiny AR config and its upstream DV tokenizer run ----------------------
 
 TINY_AR = list(get_spec("ar").tiny)
 
 
 @pytest.fixture(scope="session")
-def dv_tokenizer(shards, tmp_path_factory):
-    """A finished tiny DV tokenizer run (64-code FSQ) on ``shards``: the AR kind's upstream."""
-    from worldmill.training import launch
-    from worldmill.training.registry import resolve_config
-
-    run = tmp_path_factory.mktemp("dv_tokenizer")
-    launch.write_run_config(run, resolve_config("tokenizer", None, TINY_DV))
-    launch.launch_trainer("tokenizer", shards, run, nproc=1, log=lambda _: None)
-    return run
+def dv_tokenizer(tiny_run):
+    """A finished tiny DV tokenizer run (64-code FSQ) on ``shards``: the AR kind's upstream,
+    the same run the machinery tests train for it."""
+    return tiny_run("tokenizer", get_spec("ar").tiny_upstream["tokenizer"])

@@ -3,12 +3,12 @@ top-k / top-p, checkpoint round trip, and the 4B / 12B presets' size from the co
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import pytest
 import torch
 
+from tests.models.tester import ModelTester
 from worldmill.models.ar import PRESETS, ARWorldModel, positions, sample_logits
 
 TINY = PRESETS["tiny"]  # vocab 64, 4 x 4 x 4 positions, 2 layers of width 32
@@ -20,16 +20,8 @@ def megatron_group():
     restored) afterwards so later tests start their own."""
     from worldmill.training import megatron as mc
 
-    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: os.environ.get(k) for k in keys}
-    mc.init(seed=0)
-    yield
-    mc.destroy()
-    for k, v in env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with mc.single_process(seed=0):
+        yield
 
 
 def _model(seed: int = 0, cfg=TINY) -> ARWorldModel:
@@ -182,3 +174,33 @@ def test_code_init_puts_nearby_fsq_codes_at_nearby_embeddings():
     assert d_rand[d_code == near].mean() > 0.8 * d_rand[d_code == far].mean()
     with pytest.raises(ValueError, match="codes"):
         _model(0, replace(TINY, fsq_levels=(4, 4)))
+
+
+class TestARWorldModel(ModelTester):
+    """The shared model tester on the tiny AR config (a megatron-core GPTModel)."""
+
+    causal_from = 20  # tokens from flat raster index 20 on change; logits 0..20 must not
+
+    def tiny_model(self, seed: int = 0) -> ARWorldModel:
+        from worldmill.training import megatron as mc
+
+        mc.seed_rng(seed)
+        return ARWorldModel(TINY)
+
+    def inputs(self, gen: torch.Generator) -> dict:
+        tokens = torch.randint(0, TINY.vocab_size, (2, 3, 4, 4), generator=gen)  # (B, T, H, W)
+        return {"tokens": tokens, "text": torch.randn(2, 384, generator=gen)}  # MiniLM dims
+
+    def loss(self, model, x: dict) -> torch.Tensor:
+        return model(x["tokens"], x["text"])  # next-token cross-entropy
+
+    def outputs(self, model, x: dict) -> torch.Tensor:
+        return model.logits(x["tokens"], x["text"])  # (B, L, vocab)
+
+    def perturb_from(self, x: dict, t: int, gen: torch.Generator) -> dict:
+        flat = x["tokens"].flatten(1).clone()
+        flat[:, t:] = torch.randint(0, TINY.vocab_size, flat[:, t:].shape, generator=gen)
+        return {"tokens": flat.view_as(x["tokens"]), "text": x["text"]}
+
+    def before(self, out: torch.Tensor, t: int) -> torch.Tensor:
+        return out[:, : t + 1]  # logits j predict token j from tokens < j

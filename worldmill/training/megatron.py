@@ -112,7 +112,11 @@ def init(tensor_parallel: int = 1, seed: int = 0) -> None:
 def single_process(seed: int = 0) -> Iterator[None]:
     """A 1-process group (and model parallelism) for work outside torchrun -- loading a
     checkpoint to encode or generate, a test -- torn down after, with the environment it
-    set (RANK, MASTER_PORT, ...) restored so a later one gets a fresh port."""
+    set (RANK, MASTER_PORT, ...) restored so a later one gets a fresh port. Inside an
+    existing group it does nothing."""
+    if dist.is_initialized():  # already in a group (a trainer, a test module's): use it
+        yield
+        return
     keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     env = {k: os.environ.get(k) for k in keys}
     init(seed=seed)

@@ -177,6 +177,7 @@ GRAD_MIN_SCORE = 0.3
 # evidence. Pans and zooms stay out through the motion-compensation and side-change tests,
 # which are ratios. Windows above GRAD_LOWC_SD are scored exactly as before.
 GRAD_LOWC_SD, GRAD_LOWC_GAIN, GRAD_LOWC_RESID = 0.08, 5.0, 0.75
+GRAD_RAMP_EV0 = 0.35  # most evidence an even alpha ramp adds at normal contrast
 GRAD_LOWC_CONTRAST = 1.25  # ... and the change inside the window stands out this much
 MIN_GAP_S = 0.5  # boundaries closer than this are merged (the stronger one is kept)
 
@@ -305,8 +306,9 @@ def _dissolves(f: _Features, sens: float) -> list[Transition]:
         contrast = mc / (np.where(np.isfinite(side), side, 0.0) + 0.01 / g)
         k = np.searchsorted(centers[cand], c)  # rows of this subset in the blend arrays
         resid = np.maximum(rel.max(axis=1)[k], 0.05)
-        # Low contrast only (g > 1): the evenness of the ramp, up to log(g).
-        ramp_ev = np.minimum(np.log(g), np.log(GRAD_MAX_ALPHA_ERR / np.maximum(alpha_err[k], 0.02)))
+        # The evenness of the ramp: up to GRAD_RAMP_EV0, plus log(g) at low contrast.
+        even = np.log(GRAD_MAX_ALPHA_ERR / np.maximum(alpha_err[k], 0.02))
+        ramp_ev = np.minimum(np.log(g) + GRAD_RAMP_EV0, even)
         score = (
             np.log(contrast / GRAD_CONTRAST0)
             + np.log(hd_g[c - h] / GRAD_HIST0)

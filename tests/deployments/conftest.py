@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -142,15 +143,15 @@ def nightly_run(prefect_server, nightly_deployment, tmp_path_factory) -> dict:
             timeout=120,
         )
         assert r.returncode == 0, r.stdout + r.stderr
+        # The run this command created (the cron schedule also creates future SCHEDULED
+        # runs of the same deployment: never pick one of those).
+        ids = re.findall(r"UUID:\s*([0-9a-f-]{36})", r.stdout)
+        assert ids, r.stdout
         deadline = time.time() + 600
         while time.time() < deadline:
-            runs = post_json(
-                f"{api}/flow_runs/filter", {"deployments": {"id": {"any_": [dep["id"]]}}}
-            )
-            if runs:
-                run = runs[0]
-                if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                    break
+            run = get_json(f"{api}/flow_runs/{ids[0]}")
+            if run and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
             time.sleep(2)
     finally:
         _stop(worker)

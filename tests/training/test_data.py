@@ -44,7 +44,7 @@ def test_each_epoch_visits_every_training_clip_once(shards):
     train, _ = data.split_holdout(data.index_shards(shards), 2)
     s = data.ResumableClipStream(train, 1, 5, 32, 64, seed=0)
     for e in range(2):
-        seen = [s._clip_at(p).clip_id for p in range(e * 6, e * 6 + 6)]
+        seen = [s.ref_at(p).clip_id for p in range(e * 6, e * 6 + 6)]
         assert sorted(seen) == sorted(r.clip_id for r in train)
 
 

@@ -21,6 +21,7 @@ import tarfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,7 +159,35 @@ def crop(frames: np.ndarray, t: int, size: int, gen: torch.Generator | None) -> 
     return frames[t0 : t0 + t, y0 : y0 + size, x0 : x0 + size]
 
 
-class ResumableClipStream:
+class EpochStream:
+    """The sample order every resumable stream shares: global position ``p`` -> epoch
+    ``p // N``, sample ``perm_epoch[p % N]`` with the permutation drawn from
+    ``Generator(seed * 1_000_003 + epoch)``; rank r of W takes positions
+    ``step*B*W + r*B ... + B``. Subclasses add what a sample becomes (``batch``)."""
+
+    def __init__(self, refs: list, batch_size: int, seed: int, rank: int, world: int):
+        if not refs:
+            raise ValueError("no training clips")
+        self.refs, self.b = refs, batch_size
+        self.seed, self.rank, self.world = seed, rank, world
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def position(self, step: int) -> int:
+        return step * self.b * self.world
+
+    def epoch(self, step: int) -> float:
+        return self.position(step) / len(self.refs)
+
+    def ref_at(self, p: int) -> Any:
+        n = len(self.refs)
+        e = p // n
+        if e not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
+            self._perms = {e: torch.randperm(n, generator=g)}  # keep only the current epoch
+        return self.refs[int(self._perms[e][p % n])]
+
+
+class ResumableClipStream(EpochStream):
     """Deterministic, resumable batches of random clip crops for one rank.
 
     ``batch(step)`` is a pure function of (seed, step, rank, world): no hidden iterator state,
@@ -178,26 +207,9 @@ class ResumableClipStream:
         rank: int = 0,
         world: int = 1,
     ):
-        if not refs:
-            raise ValueError("no training clips")
-        self.refs, self.b, self.t, self.size = refs, batch_size, num_frames, crop_size
-        self.seed, self.rank, self.world = seed, rank, world
+        super().__init__(refs, batch_size, seed, rank, world)
+        self.t, self.size = num_frames, crop_size
         self.cache = ClipCache(width, fps)
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def position(self, step: int) -> int:
-        return step * self.b * self.world
-
-    def epoch(self, step: int) -> float:
-        return self.position(step) / len(self.refs)
-
-    def _clip_at(self, p: int) -> ClipRef:
-        n = len(self.refs)
-        e = p // n
-        if e not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
-            self._perms = {e: torch.randperm(n, generator=g)}  # keep only the current epoch
-        return self.refs[int(self._perms[e][p % n])]
 
     def batch(self, step: int) -> torch.Tensor:
         """``(B, 3, num_frames, crop, crop)`` float in [-1, 1] for this rank at ``step``."""
@@ -205,7 +217,7 @@ class ResumableClipStream:
         clips = []
         for p in range(start, start + self.b):
             g = torch.Generator().manual_seed(self.seed * 7_919 + p)
-            frames = crop(self.cache.get(self._clip_at(p)), self.t, self.size, g)
+            frames = crop(self.cache.get(self.ref_at(p)), self.t, self.size, g)
             clips.append(to_tensor(frames))
         return torch.stack(clips)
 

@@ -222,7 +222,7 @@ def window(
     return a[..., t0 : t0 + t, y0 : y0 + size, x0 : x0 + size]
 
 
-class ResumableWindowStream:
+class ResumableWindowStream(data.EpochStream):
     """Deterministic, resumable batches of token / latent windows for one rank:
     ``batch(step)`` -> ``{"x": (B, [C,] t, size, size), "text": (B, 384) float32}``."""
 
@@ -238,33 +238,16 @@ class ResumableWindowStream:
         world: int = 1,
         random_start: bool = False,
     ):
-        if not refs:
-            raise ValueError("no training clips")
-        self.refs, self.text, self.b, self.t, self.size = refs, text, batch_size, frames, size
+        super().__init__(refs, batch_size, seed, rank, world)
+        self.text, self.t, self.size = text, frames, size
         self.random_start = random_start
-        self.seed, self.rank, self.world = seed, rank, world
         self.cache = ArrayCache()
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def position(self, step: int) -> int:
-        return step * self.b * self.world
-
-    def epoch(self, step: int) -> float:
-        return self.position(step) / len(self.refs)
-
-    def _ref_at(self, p: int) -> LatentRef:
-        n = len(self.refs)
-        e = p // n
-        if e not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
-            self._perms = {e: torch.randperm(n, generator=g)}
-        return self.refs[int(self._perms[e][p % n])]
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         start = self.position(step) + self.rank * self.b
         xs, texts = [], []
         for p in range(start, start + self.b):
-            ref = self._ref_at(p)
+            ref = self.ref_at(p)
             g = torch.Generator().manual_seed(self.seed * 7_919 + p)
             xs.append(
                 torch.from_numpy(

@@ -44,6 +44,7 @@ __all__ = [
     "CPU",
     "ShardedObject",
     "ShardedTensor",
+    "build_dit_block",
     "build_gpt",
     "destroy",
     "device",
@@ -234,6 +235,84 @@ def build_gpt(
         position_embedding_type=position_embedding_type,
         share_embeddings_and_output_weights=True,
     )
+
+
+def build_dit_block(
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    ffn_hidden_size: int | None = None,
+) -> torch.nn.Module:
+    """A megatron-core ``TransformerBlock`` of DiT layers (local spec): unmasked
+    self-attention, cross-attention (keys / values: a context of width ``hidden_size``, the
+    caption tokens) and a GELU MLP, each behind its own LayerNorm; no final norm (the DiT's
+    adaLN-zero output layer has its own).
+
+    The diffusion world model (``models/dit.py``) calls each layer's submodules itself
+    (``input_layernorm``, ``self_attention``, ``pre_cross_attn_layernorm``,
+    ``cross_attention``, ``pre_mlp_layernorm``, ``mlp``) to put adaLN-zero modulation
+    around them: megatron-core's ``TransformerLayer.forward`` has no conditioning hook."""
+    import torch.nn.functional as F
+    from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+    from megatron.core.transformer.attention import (
+        CrossAttention,
+        CrossAttentionSubmodules,
+        SelfAttention,
+        SelfAttentionSubmodules,
+    )
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.transformer.enums import AttnMaskType
+    from megatron.core.transformer.spec_utils import ModuleSpec
+    from megatron.core.transformer.transformer_block import TransformerBlock
+    from megatron.core.transformer.transformer_layer import TransformerLayerSubmodules
+
+    local = get_gpt_layer_local_spec(normalization="LayerNorm")
+    sub = local.submodules
+    no_mask = {"attn_mask_type": AttnMaskType.no_mask}
+    spec = ModuleSpec(
+        module=local.module,
+        submodules=TransformerLayerSubmodules(
+            input_layernorm=sub.input_layernorm,
+            self_attention=ModuleSpec(
+                module=SelfAttention,
+                params=no_mask,
+                submodules=SelfAttentionSubmodules(
+                    linear_qkv=ColumnParallelLinear,
+                    core_attention=DotProductAttention,
+                    linear_proj=RowParallelLinear,
+                ),
+            ),
+            self_attn_bda=sub.self_attn_bda,
+            pre_cross_attn_layernorm=sub.input_layernorm,
+            cross_attention=ModuleSpec(
+                module=CrossAttention,
+                params=no_mask,
+                submodules=CrossAttentionSubmodules(
+                    linear_q=ColumnParallelLinear,
+                    linear_kv=ColumnParallelLinear,
+                    core_attention=DotProductAttention,
+                    linear_proj=RowParallelLinear,
+                ),
+            ),
+            cross_attn_bda=sub.self_attn_bda,
+            pre_mlp_layernorm=sub.pre_mlp_layernorm,
+            mlp=sub.mlp,
+            mlp_bda=sub.mlp_bda,
+        ),
+    )
+    cfg = TransformerConfig(
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        num_attention_heads=num_heads,
+        ffn_hidden_size=ffn_hidden_size or 4 * hidden_size,
+        activation_func=F.gelu,
+        normalization="LayerNorm",
+        use_cpu_initialization=CPU,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=tp_size(),
+    )
+    return TransformerBlock(cfg, spec, post_layer_norm=False)
 
 
 def sharded_state_dict(module: torch.nn.Module, prefix: str = "") -> dict[str, Any]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the spec module imports torch; listing kinds must not
 KINDS: dict[str, str] = {
     "tokenizer": "worldmill.training.kinds.tokenizer",
     "ar": "worldmill.training.kinds.ar",
+    "diffusion": "worldmill.training.kinds.diffusion",
 }
 
 

@@ -126,6 +126,8 @@ class TokenData:
     """The token cache's training stream (this rank's slice), held-out clips, the loaded
     tokenizer (for evaluation) and caption embeddings."""
 
+    array = "tokens"  # what the cache holds: "tokens" (DV) or "latent" (CV, the diffusion kind)
+
     def __init__(self, cfg: ArTrainConfig, ctx: RunContext):
         from worldmill.training import encode
 
@@ -147,7 +149,7 @@ class TokenData:
                 latents.embed_captions(srcs, text)
         if dist.is_initialized():
             dist.barrier()
-        refs = latents.index_latents(self.root, "tokens")
+        refs = latents.index_latents(self.root, self.array)
         self.text = latents.caption_embeddings(text)
         self.train_refs, self.held_out = latents.split_holdout(refs, cfg.data.holdout)
         d = cfg.data
@@ -171,8 +173,8 @@ def eval_windows(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(tokens ``(frames, size, size)``, pixels ``(3, 1 + (frames-1)*t_c, size*s_c, ...)``)
     for the centre and the four corners of a clip's token grid (deduplicated), time from
-    latent frame 0."""
-    _, H, W = tokens.shape
+    latent frame 0. CV latents ``(C, T', H', W')`` are cut the same way (leading axes kept)."""
+    H, W = tokens.shape[-2:]
     if H < size or W < size:
         raise ValueError(f"latent grid {H}x{W} is smaller than data.size {size}")
     offsets = {((H - size) // 2, (W - size) // 2), (0, 0), (0, W - size), (H - size, 0)}
@@ -180,7 +182,7 @@ def eval_windows(
     n_px = 1 + (frames - 1) * t_c
     out = []
     for y, x in sorted(offsets):
-        tok = tokens[:frames, y : y + size, x : x + size]
+        tok = tokens[..., :frames, y : y + size, x : x + size]
         px = video[:, :n_px, y * s_c : (y + size) * s_c, x * s_c : (x + size) * s_c]
         out.append((tok, px))
     return out

@@ -1,0 +1,377 @@
+"""Diffusion world model over continuous tokenizer latents (Cosmos diffusion family).
+
+Reads top to bottom: config + presets -> conditioning pieces -> the DiT (a megatron-core
+``TransformerBlock`` with adaLN-zero around its layers) -> training loss -> sampler.
+
+A clip's CV latent ``(C, T', H', W')`` (``worldmill encode``) is normalised per channel,
+noised and denoised by a DiT:
+
+* **3D patchify**: ``(patch_t x patch x patch)`` latent cells -> one token, plus
+  factorised learned positions ``pos_t[t] + pos_h[h] + pos_w[w]``;
+* **noise level**: rectified flow (as Cosmos-Predict2.5): ``x_t = (1 - t) x_0 + t eps``,
+  ``t`` in [0, 1], 0 = clean. Every latent frame has its own ``t`` (diffusion forcing /
+  Cosmos Video2World): *given frames are clean, ``t = 0``*, the others share one level.
+  ``t`` -> sinusoid -> MLP -> per-frame vector ``c`` -> adaLN-zero: each layer's
+  self-attention, cross-attention and MLP input is ``LN(x) * (1 + scale) + shift`` and its
+  output is multiplied by a ``gate``; the modulation layers start at zero, so every block
+  starts as the identity;
+* **caption**: the clip caption's MiniLM embedding (384-d, what ``latents.py`` stores)
+  projected to ``text_tokens`` context tokens, attended by cross-attention in every layer.
+  Training replaces it by the zero vector with probability ``cond_drop`` (the "null"
+  caption of classifier-free guidance);
+* **output**: an ``x_0`` prediction, written as the last given (clean) latent frame before
+  each frame plus the network's output (zero when no frame is given, Text2World). The
+  final layer starts at zero, so an untrained model predicts "copy the last given frame";
+* **loss**: mean squared error of ``x_0`` over the noisy frames (= the velocity loss
+  ``|v - v_hat|^2`` weighted by ``t^2``, which keeps high-noise steps -- those that set
+  the content -- from being drowned by the nearly clean ones);
+* **sampler**: deterministic Euler steps of the flow ODE on a shifted time grid
+  (``steps`` model calls, 2x with guidance), given frames held at ``t = 0``; guidance
+  ``g``: ``x0 = x0_null + g (x0_caption - x0_null)`` (``g = 1``: caption only, no extra call).
+
+Shapes: latents ``(B, C, T, H, W)``; tokens ``(B, N, D)`` with ``N = T/pt * H/p * W/p``;
+megatron-core runs sequence-first ``(N, B, D)``. ``backend="torch"`` builds a plain-torch
+twin of the same layers and size (``bench/megatron_overhead.py`` compares them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embeddings
+
+
+@dataclass
+class DiTConfig:
+    latent_channels: int = 16  # C of the CV tokenizer run's latents
+    max_t: int = 4  # latent frames a window may hold (position table size)
+    max_h: int = 8  # latent rows
+    max_w: int = 8  # latent columns
+    patch_t: int = 1  # latent frames per token (1: every frame keeps its own noise level)
+    patch: int = 2  # latent rows = columns per token
+    num_layers: int = 4
+    hidden_size: int = 128
+    num_heads: int = 4
+    ffn_hidden_size: int = 0  # 0 = 4 * hidden_size
+    text_dim: int = TEXT_DIM  # caption embedding width
+    text_tokens: int = 4  # caption -> this many cross-attention context tokens
+    freq_dim: int = 128  # sinusoidal noise-level features before the MLP
+    cond_drop: float = 0.1  # P(caption replaced by the null caption) in training (CFG)
+    t2w_prob: float = 0.25  # P(no given frame) in training (Text2World); else 1..T-1 given
+    logit_mean: float = 0.0  # training noise levels t = sigmoid(N(logit_mean, logit_std))
+    logit_std: float = 1.0
+    backend: str = "megatron"  # "megatron" (TransformerBlock) or "torch" (plain twin)
+
+    @property
+    def ffn(self) -> int:
+        return self.ffn_hidden_size or 4 * self.hidden_size
+
+    @property
+    def patch_dim(self) -> int:  # latent values per token
+        return self.latent_channels * self.patch_t * self.patch * self.patch
+
+
+# Sizes. "tiny" is the tests'; "cpu" the 2-core default run (4 x 128, ~1.6M parameters).
+PRESETS: dict[str, DiTConfig] = {
+    "tiny": DiTConfig(latent_channels=4, max_t=3, max_h=4, max_w=4, num_layers=2,
+                      hidden_size=32, num_heads=4, text_tokens=2, freq_dim=32),
+    "cpu": DiTConfig(),
+}  # fmt: skip
+
+
+def preset(name: str, **overrides) -> DiTConfig:
+    """A preset with some fields replaced (e.g. ``latent_channels`` from the tokenizer)."""
+    return replace(PRESETS[name], **overrides)
+
+
+def config_dict(cfg: DiTConfig) -> dict:
+    return asdict(cfg)
+
+
+# -- conditioning pieces ---------------------------------------------------------------------
+
+
+def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(...)`` noise levels in [0, 1] -> ``(..., dim)`` sinusoids of ``1000 t``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
+    arg = 1000 * t.float()[..., None] * freqs
+    return torch.cat([arg.cos(), arg.sin()], -1)
+
+
+def _modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return h * (1 + scale) + shift
+
+
+class _TorchSelfAttention(nn.Module):
+    """Plain-torch twin of megatron's ``SelfAttention`` (same parameters; returns
+    ``(out, None)`` where megatron returns ``(out, bias)``). ``(S, B, D)``."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.linear_qkv = nn.Linear(d, 3 * d)
+        self.linear_proj = nn.Linear(d, d)
+
+    def forward(self, x, attention_mask=None):
+        q, k, v = rearrange(self.linear_qkv(x), "s b (n h e) -> n b h s e", n=3, h=self.heads)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.linear_proj(rearrange(o, "b h s e -> s b (h e)")), None
+
+
+class _TorchCrossAttention(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.linear_q = nn.Linear(d, d)
+        self.linear_kv = nn.Linear(d, 2 * d)
+        self.linear_proj = nn.Linear(d, d)
+
+    def forward(self, x, attention_mask=None, key_value_states=None):
+        q = rearrange(self.linear_q(x), "s b (h e) -> b h s e", h=self.heads)
+        kv = self.linear_kv(key_value_states)
+        k, v = rearrange(kv, "s b (n h e) -> n b h s e", n=2, h=self.heads)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.linear_proj(rearrange(o, "b h s e -> s b (h e)")), None
+
+
+class _TorchMLP(nn.Module):
+    def __init__(self, d: int, f: int):
+        super().__init__()
+        self.linear_fc1, self.linear_fc2 = nn.Linear(d, f), nn.Linear(f, d)
+
+    def forward(self, x):
+        return self.linear_fc2(F.gelu(self.linear_fc1(x))), None
+
+
+class _TorchLayer(nn.Module):
+    """The submodules of a megatron-core DiT layer (``megatron.build_dit_block``), in torch."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.input_layernorm = nn.LayerNorm(d)
+        self.self_attention = _TorchSelfAttention(d, cfg.num_heads)
+        self.pre_cross_attn_layernorm = nn.LayerNorm(d)
+        self.cross_attention = _TorchCrossAttention(d, cfg.num_heads)
+        self.pre_mlp_layernorm = nn.LayerNorm(d)
+        self.mlp = _TorchMLP(d, cfg.ffn)
+
+
+class _TorchBlock(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(_TorchLayer(cfg) for _ in range(cfg.num_layers))
+
+
+def _out(pair: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+    out, bias = pair  # megatron returns the output bias separately (fused bias-add)
+    return out if bias is None else out + bias
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+class DiTWorldModel(nn.Module):
+    """Caption- and frame-conditioned denoiser of latent windows; see the module doc."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden_size
+        if d % cfg.num_heads:
+            raise ValueError(f"hidden_size {d} is not a multiple of num_heads {cfg.num_heads}")
+        if cfg.backend == "megatron":
+            from worldmill.training import megatron as mc
+
+            self.block = mc.build_dit_block(cfg.num_layers, d, cfg.num_heads, cfg.ffn)
+        elif cfg.backend == "torch":
+            self.block = _TorchBlock(cfg)
+        else:
+            raise ValueError(f"backend must be 'megatron' or 'torch', got {cfg.backend!r}")
+        self.patch_in = nn.Linear(cfg.patch_dim, d)
+        self.pos_t = nn.Embedding(cfg.max_t // cfg.patch_t, d)
+        self.pos_h = nn.Embedding(cfg.max_h // cfg.patch, d)
+        self.pos_w = nn.Embedding(cfg.max_w // cfg.patch, d)
+        self.t_mlp = nn.Sequential(nn.Linear(cfg.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.text = nn.Linear(cfg.text_dim, cfg.text_tokens * d)
+        self.text_norm = nn.LayerNorm(d)
+        # adaLN-zero: per layer shift / scale / gate for self-attn, cross-attn and MLP
+        self.ada = nn.ModuleList(nn.Linear(d, 9 * d) for _ in range(cfg.num_layers))
+        self.final_ada = nn.Linear(d, 2 * d)
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False)
+        self.patch_out = nn.Linear(d, cfg.patch_dim)
+        for m in [*self.ada, self.final_ada, self.patch_out]:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        for e in (self.pos_t, self.pos_h, self.pos_w):
+            nn.init.normal_(e.weight, std=0.02)
+        # per-channel latent statistics of the training cache (set by the trainer, saved
+        # with the weights): the model works on standardised latents
+        self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))
+        self.register_buffer("latent_std", torch.ones(cfg.latent_channels))
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets=(), metadata=None) -> dict:
+        from worldmill.training import megatron as mc
+
+        return mc.sharded_state_dict(self, prefix)  # megatron block keeps its TP sharding
+
+    @torch.no_grad()
+    def set_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.latent_mean.copy_(mean)
+        self.latent_std.copy_(std.clamp_min(1e-4))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) raw -> standard
+        return (x - self.latent_mean[:, None, None, None]) / self.latent_std[:, None, None, None]
+
+    def denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.latent_std[:, None, None, None] + self.latent_mean[:, None, None, None]
+
+    # -- the denoiser ----------------------------------------------------------------------
+
+    def caption(self, text: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Cross-attention context ``(K, B, D)``; ``text`` None = the null caption."""
+        if text is None:
+            text = self.latent_mean.new_zeros(batch, self.cfg.text_dim)
+        ctx = rearrange(self.text(text.float()), "b (k d) -> k b d", k=self.cfg.text_tokens)
+        return self.text_norm(ctx)
+
+    def denoise(
+        self, z_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``x_0`` prediction ``(B, C, T, H, W)`` (standardised latents) from noisy latents
+        ``z_t`` at per-frame noise levels ``t`` ``(B, T)`` (0 = a given, clean frame)."""
+        c = self.cfg
+        b, _, T, H, W = z_t.shape
+        pt, p = c.patch_t, c.patch
+        if T % pt or H % p or W % p or T > c.max_t or H > c.max_h or W > c.max_w:
+            raise ValueError(
+                f"latent window {T}x{H}x{W} must be divisible by the patch ({pt}x{p}x{p}) "
+                f"and within the model's {c.max_t}x{c.max_h}x{c.max_w}"
+            )
+        tt, hh, ww = T // pt, H // p, W // p
+        x = rearrange(z_t, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
+        x = self.patch_in(x)  # (B, N, D)
+        pos = (
+            self.pos_t.weight[:tt, None, None]
+            + self.pos_h.weight[None, :hh, None]
+            + self.pos_w.weight[None, None, :ww]
+        )  # (tt, hh, ww, D)
+        x = rearrange(x, "b n d -> n b d") + rearrange(pos, "t h w d -> (t h w) 1 d")
+        # per token-frame noise level: the noisiest of its patch_t frames
+        t_tok = rearrange(t, "b (t i) -> b t i", i=pt).amax(-1)  # (B, tt)
+        cond = F.silu(self.t_mlp(timestep_features(t_tok, c.freq_dim)))  # (B, tt, D)
+        context = self.caption(text, b)
+        per_tok = lambda m: repeat(m, "b t e -> (t s) b e", s=hh * ww)  # noqa: E731
+        for layer, ada in zip(self.block.layers, self.ada, strict=True):
+            mods = per_tok(ada(cond)).chunk(9, -1)  # (N, B, D) each
+            h = _modulate(layer.input_layernorm(x), mods[0], mods[1])
+            x = x + mods[2] * _out(layer.self_attention(h, attention_mask=None))
+            h = _modulate(layer.pre_cross_attn_layernorm(x), mods[3], mods[4])
+            att = layer.cross_attention(h, attention_mask=None, key_value_states=context)
+            x = x + mods[5] * _out(att)
+            h = _modulate(layer.pre_mlp_layernorm(x), mods[6], mods[7])
+            x = x + mods[8] * _out(layer.mlp(h))
+        shift, scale = per_tok(self.final_ada(cond)).chunk(2, -1)
+        out = self.patch_out(_modulate(self.final_norm(x), shift, scale))  # (N, B, patch_dim)
+        delta = rearrange(
+            out, "(t h w) b (c i j k) -> b c (t i) (h j) (w k)",
+            t=tt, h=hh, w=ww, i=pt, j=p, k=p,
+        )  # fmt: skip
+        return last_given(z_t, t) + delta
+
+    # -- training --------------------------------------------------------------------------
+
+    def draw(self, x: torch.Tensor, gen: torch.Generator | None = None) -> dict:
+        """The random parts of one training step for latents ``x`` ``(B, C, T, H, W)``:
+        noise, the noise level of the denoised frames, how many leading frames are given
+        (0 = Text2World) and which captions are dropped. ``gen`` None = torch's global RNG
+        (checkpointed per rank by the loop, so a resumed run draws the same)."""
+        b, _, T = x.shape[:3]
+        dev = x.device
+        u = torch.rand(b, 3, generator=gen, device=dev)
+        noise = torch.randn(x.shape, generator=gen, device=dev)
+        logit = self.cfg.logit_mean + self.cfg.logit_std * torch.randn(b, generator=gen, device=dev)
+        given = 1 + (u[:, 1] * (T - 1)).long().clamp_max(T - 2)  # 1 .. T-1
+        given = torch.where(u[:, 0] < self.cfg.t2w_prob, torch.zeros_like(given), given)
+        return {"noise": noise, "t": torch.sigmoid(logit), "given": given,
+                "drop": u[:, 2] < self.cfg.cond_drop}  # fmt: skip
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, draw: dict | None = None):
+        """Mean ``x_0`` MSE over the noisy frames of raw latents ``x`` ``(B, C, T, H, W)``
+        with captions ``text`` ``(B, 384)``. The model owns its loss."""
+        z = self.normalise(x.float())
+        d = draw or self.draw(z)
+        T = z.shape[2]
+        noisy = torch.arange(T, device=z.device)[None] >= d["given"][:, None]  # (B, T)
+        t = d["t"][:, None] * noisy  # (B, T): 0 on given frames
+        tb = t[:, None, :, None, None]
+        z_t = (1 - tb) * z + tb * d["noise"]
+        text = torch.where(d["drop"][:, None], torch.zeros_like(text), text.float())
+        err = (self.denoise(z_t, t, text) - z).pow(2).mean((1, 3, 4))  # (B, T)
+        return (err * noisy).sum() / noisy.sum().clamp_min(1)
+
+    # -- sampling --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        context: torch.Tensor | None,
+        frames: int,
+        text: torch.Tensor | None,
+        hw: tuple[int, int] | None = None,
+        steps: int = 8,
+        guidance: float = 1.0,
+        shift: float = 1.0,
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """Raw latents ``(B, C, T0 + frames, H, W)``: the given raw latent frames
+        ``context`` ``(B, C, T0, H, W)`` (None or ``T0 = 0``: Text2World, ``hw`` and
+        ``text`` give size and batch) followed by ``frames`` generated ones.
+
+        Deterministic for a seed: Euler steps of the flow ODE from ``t = 1`` to 0 on the
+        grid ``shift * s / (1 + (shift - 1) * s)`` (``shift`` > 1 spends more steps at
+        high noise); ``guidance`` g != 1 adds the null-caption call."""
+        dev = self.latent_mean.device
+        c = self.cfg
+        if context is None:
+            b = text.shape[0] if text is not None else 1
+            context = torch.zeros(b, c.latent_channels, 0, *(hw or (c.max_h, c.max_w)), device=dev)
+        b, _, t0, H, W = context.shape
+        T = t0 + frames
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        z = torch.randn(b, c.latent_channels, T, H, W, generator=gen, device=dev)
+        z[:, :, :t0] = self.normalise(context.to(dev).float())
+        noisy = (torch.arange(T, device=dev) >= t0)[None].expand(b, -1)
+        s = torch.linspace(1, 0, steps + 1, device=dev)
+        grid = shift * s / (1 + (shift - 1) * s)
+        if text is not None:
+            text = text.to(dev).float()
+        for i in range(steps):
+            t_now, t_next = grid[i], grid[i + 1]
+            t = t_now * noisy
+            x0 = self.denoise(z, t, text)
+            if guidance != 1.0:
+                x0_null = self.denoise(z, t, None)
+                x0 = x0_null + guidance * (x0 - x0_null)
+            ratio = t_next / t_now  # x_next = x0 + t_next * eps_hat, eps_hat = (x - x0) / t
+            z_new = ratio * z + (1 - ratio) * x0
+            z = torch.where(noisy[:, None, :, None, None], z_new, z)
+        return self.denormalise(z)
+
+
+def last_given(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T, H, W)``: for every frame, the latest given frame (``t == 0``) at or
+    before it, zero where none is (the anchor the denoiser's output is added to)."""
+    T = z_t.shape[2]
+    idx = torch.where(t == 0, torch.arange(T, device=t.device)[None], -1)  # (B, T)
+    idx = idx.cummax(1).values
+    got = torch.gather(z_t, 2, repeat(idx.clamp_min(0), "b t -> b c t h w", c=z_t.shape[1],
+                                      h=z_t.shape[3], w=z_t.shape[4]))  # fmt: skip
+    return got * (idx >= 0)[:, None, :, None, None]

@@ -1,0 +1,111 @@
+"""Diffusion world model (tiny config): the shared model tester, given frames kept by the
+sampler, the untrained model predicting "copy the last given frame", the loss training,
+guidance, and the megatron block and its plain-torch twin having the same size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.models.tester import ModelTester
+from worldmill.models.dit import PRESETS, DiTWorldModel, last_given, preset
+
+TINY = PRESETS["tiny"]  # 4 latent channels, 3 x 4 x 4 windows, 2 layers of width 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def megatron_group():
+    from worldmill.training import megatron as mc
+
+    with mc.single_process(seed=0):
+        yield
+
+
+def _model(seed: int = 0, cfg=TINY, perturb: bool = True) -> DiTWorldModel:
+    """The tiny model; ``perturb`` moves the zero-initialised (adaLN-zero, output) layers
+    off zero, as training does, so outputs depend on every weight and on the seed."""
+    from worldmill.training import megatron as mc
+
+    mc.seed_rng(seed)
+    m = DiTWorldModel(cfg)
+    if perturb:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return m
+
+
+def _latents(b=2, seed=1) -> torch.Tensor:
+    return torch.randn(b, 4, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+
+
+def test_untrained_model_predicts_the_last_given_frame_and_sampler_keeps_given_frames():
+    m = _model(perturb=False).eval()  # adaLN-zero: the network's output starts at zero
+    x, text = _latents(), torch.randn(2, 384)
+    t = torch.tensor([[0.0, 0.7, 0.7], [0.0, 0.0, 0.7]])
+    x0 = m.denoise(x, t, text)
+    assert torch.equal(x0[0, :, 1], x[0, :, 0]) and torch.equal(x0[1, :, 2], x[1, :, 1])
+    assert torch.equal(last_given(x, torch.full((2, 3), 0.5)), torch.zeros_like(x))
+    trained = _model(3).eval()
+    out = trained.sample(x[:, :, :2], 1, text, steps=3, guidance=3.0, seed=5)
+    assert out.shape == (2, 4, 3, 4, 4)
+    torch.testing.assert_close(out[:, :, :2], x[:, :, :2])  # given frames come back
+    again = trained.sample(x[:, :, :2], 1, text, steps=3, guidance=3.0, seed=5)
+    assert torch.equal(out, again)  # deterministic for a seed
+    g1 = trained.sample(x[:, :, :2], 1, text, steps=3, guidance=1.0, seed=5)
+    assert (g1 - out).abs().max() > 1e-4  # guidance changes the sample
+    t2w = trained.sample(None, 3, text, hw=(4, 4), steps=2, seed=5)
+    assert t2w.shape == (2, 4, 3, 4, 4) and torch.isfinite(t2w).all()
+
+
+def test_loss_trains_and_the_caption_conditions():
+    x, text = _latents(4), torch.randn(4, 384)
+    m = _model(0, perturb=False).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    draws = [m.draw(m.normalise(x), g) for _ in range(4)]
+    first = float(m(x, text, draws[0]))
+    for i in range(40):  # memorise one batch under four fixed draws
+        loss = m(x, text, draws[i % 4])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(m(x, text, draws[0])) < 0.7 * first
+    with torch.no_grad():
+        t = torch.full((4, 3), 0.9)
+        a, b = m.denoise(x, t, text), m.denoise(x, t, torch.randn(4, 384))
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_megatron_block_and_torch_twin_have_the_same_parameters():
+    mg, tw = _model(0), _model(0, preset("tiny", backend="torch"))
+    assert sum(p.numel() for p in mg.parameters()) == sum(p.numel() for p in tw.parameters())
+    with torch.no_grad():
+        assert tw.denoise(_latents(), torch.rand(2, 3), None).shape == (2, 4, 3, 4, 4)
+    with pytest.raises(ValueError, match="divisible"):
+        mg.denoise(torch.randn(1, 4, 3, 3, 3), torch.rand(1, 3), None)
+
+
+class TestDiTWorldModel(ModelTester):
+    """The shared model tester on the tiny DiT (a megatron-core TransformerBlock)."""
+
+    def tiny_model(self, seed: int = 0) -> DiTWorldModel:
+        return _model(seed)
+
+    def inputs(self, gen: torch.Generator) -> dict:
+        x = torch.randn(2, 4, 3, 4, 4, generator=gen)  # (B, C, T, H, W) raw latents
+        return {
+            "x": x,
+            "text": torch.randn(2, 384, generator=gen),
+            "seed": int(x[0, 0, 0, 0, 0] * 1e6),
+        }
+
+    def loss(self, model, x: dict) -> torch.Tensor:
+        m = model.module if hasattr(model, "module") else model
+        draw = m.draw(x["x"], torch.Generator().manual_seed(x["seed"]))  # fixed per input
+        return model(x["x"], x["text"], draw)
+
+    def outputs(self, model, x: dict) -> torch.Tensor:
+        t = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.0, 0.9]])  # per-frame noise levels
+        return model.denoise(x["x"], t, x["text"])  # (B, C, T, H, W) x0 prediction

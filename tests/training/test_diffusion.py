@@ -33,7 +33,7 @@ def test_train_diffusion_end_to_end_then_generate(shards, tiny_run, tmp_path):
     assert m["kind"] == "diffusion" and m["steps"] == 3
     assert m["eval_clips"] == 2 and m["eval_windows"] == 10  # centre + 4 corners of 8x8
     # the sample shards' captions name no motion: the captioner-style templates, 6 classes
-    assert m["camera_motion_chance"] == 1 / 6 and len(m["camera_motion_estimated"]) == 6
+    assert m["camera_motion_chance"] == 1 / 6 and len(m["camera_motion_accuracy_estimated"]) == 6
     for png in ("predict.png", "text2world.png"):
         assert (run / png).stat().st_size > 1000
     refs = latents.index_latents(run / "tokens", "latent")

@@ -145,7 +145,7 @@ class TokenData:
             if self.root != root:
                 latents.ensure_encoded(root, tok_run, self.root, loaded, ctx.log)
             elif not text.is_file():
-                srcs = [r.source for r in latents.index_latents(root) if r.source]
+                srcs = [r.source for r in latents.index_latents(root, self.array) if r.source]
                 latents.embed_captions(srcs, text)
         if dist.is_initialized():
             dist.barrier()

@@ -37,6 +37,7 @@ class TokenizerModelConfig(StrictModel):
     channel_mult: list[int] = Field(default_factory=lambda: [1, 1], min_length=1)
     blocks_per_level: int = Field(1, ge=1, le=8)
     linear_path: bool = True  # linear patch codec (PCA-initialised) around the conv stacks
+    freeze_linear: bool = False  # keep the fitted patch codec fixed; train the conv paths only
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerModelConfig:
@@ -49,12 +50,40 @@ class TokenizerModelConfig(StrictModel):
         return self
 
 
+class TokenizerDataConfig(VideoDataConfig):
+    """Clips from curate shards, plus the tokenizer's training-time augmentation."""
+
+    # Random horizontal flip, time reversal and a per-clip contrast / brightness / colour
+    # gain on every training clip: on few source videos the conv stacks otherwise fit the
+    # training content and add error on unseen videos (bench/RESULTS.md).
+    augment: bool = True
+
+
+def augment(video: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``(B, 3, T, H, W)`` in [-1, 1] -> same, each clip independently: flipped left-right
+    (p = 1/2), played backwards (p = 1/2: the camera motion reversed), and
+    ``x -> a * (x - mean) + mean + b`` with contrast ``a`` in [0.6, 1.4], brightness ``b`` in
+    [-0.3, 0.3] and a per-channel gain in [0.85, 1.15], clamped to [-1, 1]."""
+    b = video.shape[0]
+    u = torch.rand(b, 7, generator=g)  # per clip: flip, reverse, contrast, brightness, 3 gains
+    flip, rev = u[:, 0] < 0.5, u[:, 1] < 0.5
+    video = torch.where(flip[:, None, None, None, None], video.flip(-1), video)
+    video = torch.where(rev[:, None, None, None, None], video.flip(2), video)
+    contrast = 0.6 + 0.8 * u[:, 2]
+    bright = 0.6 * u[:, 3] - 0.3
+    gain = 0.85 + 0.3 * u[:, 4:]  # (B, 3)
+    mean = video.mean(dim=(1, 2, 3, 4), keepdim=True)
+    k = (contrast[:, None] * gain)[:, :, None, None, None]  # (B, 3, 1, 1, 1)
+    out = k * (video - mean) + mean + bright[:, None, None, None, None]
+    return out.clamp(-1, 1)
+
+
 class TokenizerTrainConfig(TrainConfig):
     """``worldmill train tokenizer``: a causal video tokenizer trained on curate shards."""
 
     kind: Literal["tokenizer"] = "tokenizer"
     model: TokenizerModelConfig = Field(default_factory=TokenizerModelConfig)
-    data: VideoDataConfig = Field(default_factory=VideoDataConfig)
+    data: TokenizerDataConfig = Field(default_factory=TokenizerDataConfig)
 
     @model_validator(mode="after")
     def _shapes(self) -> TokenizerTrainConfig:
@@ -76,6 +105,7 @@ class ClipData:
 
     def __init__(self, cfg: TokenizerTrainConfig, ctx: RunContext):
         d = cfg.data
+        self.augment, self.seed, self.rank = d.augment, cfg.run.seed, ctx.rank
         refs = data.index_shards(ctx.data_root)
         self.train_refs, self.held_out = data.split_holdout(refs, d.holdout)
         self.stream = data.ResumableClipStream(
@@ -91,7 +121,12 @@ class ClipData:
         )
 
     def batch(self, step: int) -> torch.Tensor:  # (B, 3, T, S, S) in [-1, 1]
-        return self.stream.batch(step)
+        video = self.stream.batch(step)
+        if not self.augment:
+            return video
+        # A pure function of (seed, step, rank), like the crops: resuming replays it exactly.
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 64 + self.rank)
+        return augment(video, g)
 
     def position(self, step: int) -> int:
         return self.stream.position(step)

@@ -50,11 +50,10 @@ class TokenizerConfig:
     channel_mult: list[int] = field(default_factory=lambda: [1, 1])  # per stride-2 stage
     blocks_per_level: int = 1  # residual blocks per level
     linear_path: bool = True  # add the linear (PCA-initialisable) patch codec around the convs
-    # Keep the fitted patch codec fixed while training (only the conv residual paths learn).
-    # None: frozen for DV, trained for CV. DV's codec is fitted through the quantiser; Adam's
-    # first steps at lr 1e-3 move its small weights by percents each and undo that fit (the
-    # training loss doubles in 25 steps before it recovers, bench/RESULTS.md).
-    freeze_linear: bool | None = None
+    # Keep the patch codec fixed while training (only the conv residual paths learn): for a
+    # codec fitted through the quantiser (DV), whose small weights Adam's first steps at
+    # lr 1e-3 move by percents each, undoing the fit (bench/RESULTS.md).
+    freeze_linear: bool = False
 
     def __post_init__(self) -> None:
         for name in ("temporal_compression", "spatial_compression", "patch_size"):
@@ -374,8 +373,7 @@ class CausalVideoTokenizer(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.patch = PatchCodec(cfg) if cfg.linear_path else None
-        freeze = cfg.kind == "dv" if cfg.freeze_linear is None else cfg.freeze_linear
-        if self.patch is not None and freeze:
+        if self.patch is not None and cfg.freeze_linear:
             self.patch.requires_grad_(False)  # the loop's optimizer skips frozen parameters
         self.fsq = FSQ(cfg.fsq_levels) if cfg.kind == "dv" else None
 

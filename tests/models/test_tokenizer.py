@@ -193,7 +193,7 @@ class TestDVTokenizerModel(_TokenizerTester):
 
 
 def test_freeze_linear_keeps_the_fitted_codec_and_trains_the_conv_paths():
-    m = _tok(kind="dv").train()  # DV: frozen by default
+    m = _tok(kind="dv", freeze_linear=True).train()
     video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
     m.init_from_data(video)
     before = {n: p.clone() for n, p in m.named_parameters()}
@@ -230,8 +230,14 @@ def test_augment_is_a_deterministic_flip_reverse_and_affine_of_each_clip():
         assert min(fits) < 1e-4
 
 
-def test_cv_trains_its_linear_codec_by_default():
-    m = _tok()
-    assert all(p.requires_grad for p in m.patch.parameters())
-    assert not any(p.requires_grad for p in _tok(kind="dv").patch.parameters())
-    assert all(p.requires_grad for p in _tok(kind="dv", freeze_linear=False).patch.parameters())
+def test_dv_run_freezes_its_fitted_codec_and_cv_does_not():
+    from worldmill.training.kinds.tokenizer import build_tokenizer
+    from worldmill.training.registry import resolve_config
+
+    def trainable(*sets: str) -> bool:
+        m = build_tokenizer(resolve_config("tokenizer", None, ["model.channels=8", *sets]))
+        return all(p.requires_grad for p in m.patch.parameters())
+
+    assert trainable() and trainable("model.kind=dv", "optim.pca_init_clips=0")
+    assert not trainable("model.kind=dv")  # the quantiser-fitted codec stays fixed
+    assert trainable("model.kind=dv", "model.freeze_linear=false")

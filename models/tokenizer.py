@@ -50,6 +50,10 @@ class TokenizerConfig:
     channel_mult: list[int] = field(default_factory=lambda: [1, 1])  # per stride-2 stage
     blocks_per_level: int = 1  # residual blocks per level
     linear_path: bool = True  # add the linear (PCA-initialisable) patch codec around the convs
+    # Keep the patch codec fixed while training (only the conv residual paths learn): for a
+    # codec fitted through the quantiser (DV), whose small weights Adam's first steps at
+    # lr 1e-3 move by percents each, undoing the fit (bench/RESULTS.md).
+    freeze_linear: bool = False
 
     def __post_init__(self) -> None:
         for name in ("temporal_compression", "spatial_compression", "patch_size"):
@@ -369,6 +373,8 @@ class CausalVideoTokenizer(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.patch = PatchCodec(cfg) if cfg.linear_path else None
+        if self.patch is not None and cfg.freeze_linear:
+            self.patch.requires_grad_(False)  # the loop's optimizer skips frozen parameters
         self.fsq = FSQ(cfg.fsq_levels) if cfg.kind == "dv" else None
 
     def check_shape(self, video: torch.Tensor) -> None:

@@ -190,3 +190,54 @@ class TestCVTokenizerModel(_TokenizerTester):
 
 class TestDVTokenizerModel(_TokenizerTester):
     kind = "dv"
+
+
+def test_freeze_linear_keeps_the_fitted_codec_and_trains_the_conv_paths():
+    m = _tok(kind="dv", freeze_linear=True).train()
+    video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    m.init_from_data(video)
+    before = {n: p.clone() for n, p in m.named_parameters()}
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        loss_fn(m(video), video).backward()
+        opt.step()
+    moved = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
+    assert not any(n.startswith("patch.") for n in moved)  # the fitted codec is untouched
+    assert any(n.startswith("decoder.") for n in moved)  # the residual paths learn
+
+
+def test_augment_is_a_deterministic_flip_reverse_and_affine_of_each_clip():
+    from worldmill.training.kinds.tokenizer import augment
+
+    video = torch.rand(8, 3, 5, 16, 16) * 1.2 - 0.6
+    a = augment(video, torch.Generator().manual_seed(3))
+    b = augment(video, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)  # a pure function of the generator: resumable
+    assert a.shape == video.shape and a.min() >= -1 and a.max() <= 1
+    for x, y in zip(video, a, strict=True):
+        # y = a * x' + c per channel for x' one of the 4 flips of x: fit and check exactly
+        fits = []
+        for v in (x, x.flip(-1), x.flip(1), x.flip(-1).flip(1)):
+            err = 0.0
+            for c in range(3):
+                xs, ys = v[c].flatten(), y[c].flatten()
+                inside = (ys > -1) & (ys < 1)  # unclamped pixels
+                A = torch.stack([xs[inside], torch.ones_like(xs[inside])], 1)
+                sol = torch.linalg.lstsq(A, ys[inside, None]).solution
+                err += float((A @ sol - ys[inside, None]).abs().max())
+            fits.append(err)
+        assert min(fits) < 1e-4
+
+
+def test_dv_run_freezes_its_fitted_codec_and_cv_does_not():
+    from worldmill.training.kinds.tokenizer import build_tokenizer
+    from worldmill.training.registry import resolve_config
+
+    def trainable(*sets: str) -> bool:
+        m = build_tokenizer(resolve_config("tokenizer", None, ["model.channels=8", *sets]))
+        return all(p.requires_grad for p in m.patch.parameters())
+
+    assert trainable() and trainable("model.kind=dv", "optim.pca_init_clips=0")
+    assert not trainable("model.kind=dv")  # the quantiser-fitted codec stays fixed
+    assert trainable("model.kind=dv", "model.freeze_linear=false")

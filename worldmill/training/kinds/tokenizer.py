@@ -37,6 +37,9 @@ class TokenizerModelConfig(StrictModel):
     channel_mult: list[int] = Field(default_factory=lambda: [1, 1], min_length=1)
     blocks_per_level: int = Field(1, ge=1, le=8)
     linear_path: bool = True  # linear patch codec (PCA-initialised) around the conv stacks
+    # Keep the PCA-fitted patch codec fixed while training. None: yes for DV when it is fitted
+    # (optim.pca_init_clips > 0), no for CV (whose training gains a little on it).
+    freeze_linear: bool | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerModelConfig:
@@ -49,12 +52,40 @@ class TokenizerModelConfig(StrictModel):
         return self
 
 
+class TokenizerDataConfig(VideoDataConfig):
+    """Clips from curate shards, plus the tokenizer's training-time augmentation."""
+
+    # Random horizontal flip, time reversal and a per-clip contrast / brightness / colour
+    # gain on every training clip. Off by default: on the 10-clip curation corpus it did
+    # not stop the conv paths from adding error on unseen videos (bench/RESULTS.md).
+    augment: bool = False
+
+
+def augment(video: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``(B, 3, T, H, W)`` in [-1, 1] -> same, each clip independently: flipped left-right
+    (p = 1/2), played backwards (p = 1/2: the camera motion reversed), and
+    ``x -> a * (x - mean) + mean + b`` with contrast ``a`` in [0.6, 1.4], brightness ``b`` in
+    [-0.3, 0.3] and a per-channel gain in [0.85, 1.15], clamped to [-1, 1]."""
+    b = video.shape[0]
+    u = torch.rand(b, 7, generator=g)  # per clip: flip, reverse, contrast, brightness, 3 gains
+    flip, rev = u[:, 0] < 0.5, u[:, 1] < 0.5
+    video = torch.where(flip[:, None, None, None, None], video.flip(-1), video)
+    video = torch.where(rev[:, None, None, None, None], video.flip(2), video)
+    contrast = 0.6 + 0.8 * u[:, 2]
+    bright = 0.6 * u[:, 3] - 0.3
+    gain = 0.85 + 0.3 * u[:, 4:]  # (B, 3)
+    mean = video.mean(dim=(1, 2, 3, 4), keepdim=True)
+    k = (contrast[:, None] * gain)[:, :, None, None, None]  # (B, 3, 1, 1, 1)
+    out = k * (video - mean) + mean + bright[:, None, None, None, None]
+    return out.clamp(-1, 1)
+
+
 class TokenizerTrainConfig(TrainConfig):
     """``worldmill train tokenizer``: a causal video tokenizer trained on curate shards."""
 
     kind: Literal["tokenizer"] = "tokenizer"
     model: TokenizerModelConfig = Field(default_factory=TokenizerModelConfig)
-    data: VideoDataConfig = Field(default_factory=VideoDataConfig)
+    data: TokenizerDataConfig = Field(default_factory=TokenizerDataConfig)
 
     @model_validator(mode="after")
     def _shapes(self) -> TokenizerTrainConfig:
@@ -76,6 +107,7 @@ class ClipData:
 
     def __init__(self, cfg: TokenizerTrainConfig, ctx: RunContext):
         d = cfg.data
+        self.augment, self.seed, self.rank = d.augment, cfg.run.seed, ctx.rank
         refs = data.index_shards(ctx.data_root)
         self.train_refs, self.held_out = data.split_holdout(refs, d.holdout)
         self.stream = data.ResumableClipStream(
@@ -91,7 +123,12 @@ class ClipData:
         )
 
     def batch(self, step: int) -> torch.Tensor:  # (B, 3, T, S, S) in [-1, 1]
-        return self.stream.batch(step)
+        video = self.stream.batch(step)
+        if not self.augment:
+            return video
+        # A pure function of (seed, step, rank), like the crops: resuming replays it exactly.
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 64 + self.rank)
+        return augment(video, g)
 
     def position(self, step: int) -> int:
         return self.stream.position(step)
@@ -101,7 +138,10 @@ class ClipData:
 
 
 def build_tokenizer(cfg: TokenizerTrainConfig) -> CausalVideoTokenizer:
-    return CausalVideoTokenizer(TokenizerConfig(**cfg.model.model_dump()))
+    m = cfg.model.model_dump()
+    if m["freeze_linear"] is None:  # a pure function of the config: the same on resume
+        m["freeze_linear"] = m["kind"] == "dv" and cfg.optim.pca_init_clips > 0
+    return CausalVideoTokenizer(TokenizerConfig(**m))
 
 
 def loss_fn(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:

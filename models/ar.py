@@ -61,6 +61,14 @@ class ARConfig:
     # previous frame's token at the same place. Off by default: it did not help on CPU runs
     # (bench/RESULTS.md); the tiny test preset keeps it on so the path stays tested.
     prev_frame: bool = False
+    dropout: float = 0.0  # megatron hidden + attention dropout (training only)
+    # Weight of latent frame 0's tokens in the loss. Frame 0 has no earlier frame: its
+    # tokens can only be guessed from the caption, which on a small corpus names the photo,
+    # so fitting them is memorisation; the world-model task is frames 1.. given the past.
+    first_frame_weight: float = 1.0
+    # Probability a training caption is replaced by the empty (all-zero) embedding: the
+    # unconditional model classifier-free guidance needs (``sample(guidance=...)``).
+    caption_dropout: float = 0.0
 
     @property
     def ffn(self) -> int:
@@ -153,6 +161,7 @@ class ARWorldModel(nn.Module):
             swiglu=cfg.swiglu,
             rmsnorm=cfg.rmsnorm,
             position_embedding_type="none",  # 3D positions are added here, below
+            dropout=cfg.dropout,
         )
         self.pos_t = nn.Embedding(cfg.max_t, d)
         self.pos_h = nn.Embedding(cfg.max_h, d)
@@ -250,12 +259,19 @@ class ARWorldModel(nn.Module):
         caption embedding ``text`` ``(B, 384)``. The model owns its loss."""
         b, t, h, w = tokens.shape
         flat = tokens.reshape(b, -1)
+        if self.training and self.cfg.caption_dropout > 0 and text is not None:
+            keep = torch.rand(b, device=text.device) >= self.cfg.caption_dropout
+            text = text * keep[:, None].to(text.dtype)  # dropped = the empty caption (zeros)
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
         p = self.cfg.prefix_tokens
         labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
-        loss = self.gpt_loss(x, labels)  # (B, P + N)
-        return loss[:, p:].mean()
+        loss = self.gpt_loss(x, labels)[:, p:]  # (B, N) nats per token
+        if self.cfg.first_frame_weight == 1.0:
+            return loss.mean()
+        wt = torch.ones(t * h * w, device=loss.device, dtype=loss.dtype)
+        wt[: h * w] = self.cfg.first_frame_weight
+        return (loss * wt).sum(1).mean() / wt.sum()
 
     def gpt_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # megatron's vocab-parallel cross-entropy per slot (B, S): correct under TP too
@@ -284,15 +300,25 @@ class ARWorldModel(nn.Module):
         top_p: float = 1.0,
         seed: int = 0,
         use_cache: bool = True,
-    ) -> torch.Tensor:
+        return_probs: bool = False,
+        guidance: float = 1.0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue ``context`` ``(B, T0, H', W')`` (T0 may be 0 with ``hw`` given) by
-        ``frames`` latent frames: ``(B, T0 + frames, H', W')``.
+        ``frames`` latent frames: ``(B, T0 + frames, H', W')``; with ``return_probs`` also
+        the model's distribution over each generated token given the tokens drawn before
+        it, ``(B, frames, H', W', V)`` (temperature 1, no top-k / top-p; guided if ``guidance``).
 
         One token at a time, raster order; ``temperature`` 0 = greedy; ``top_k`` 0 and
         ``top_p`` 1 = off. Draws come from a generator seeded with ``seed``, so a seed gives
         the same tokens on every run. ``use_cache``: megatron-core's static KV cache (one
         new slot per forward); ``False`` recomputes the whole prefix for every token (the
-        reference the cache is tested against)."""
+        reference the cache is tested against). ``guidance`` != 1 (with ``text``):
+        classifier-free guidance, logits ``u + guidance * (c - u)`` of the captioned (c) and
+        empty-caption (u) model, run as one doubled batch."""
+        cfg_on = guidance != 1.0 and text is not None
+        if cfg_on:
+            text = torch.cat([text, torch.zeros_like(text)])
+            context = torch.cat([context, context])
         b, t0 = context.shape[:2]
         h, w = hw or tuple(context.shape[2:])
         t = t0 + frames
@@ -307,6 +333,7 @@ class ARWorldModel(nn.Module):
         out = torch.zeros(b, n, dtype=torch.long, device=dev)
         out[:, :n0] = context.reshape(b, -1).to(dev)
         gen = torch.Generator(device=dev).manual_seed(seed)
+        probs = [] if return_probs else None
         if use_cache:
             cache = mc.inference_context(b, self.cfg.prefix_tokens + n)
             shims = mc.inference_shims()
@@ -322,11 +349,23 @@ class ARWorldModel(nn.Module):
                     up = _above(out, i, i + 1, h * w)
                     x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, False, above=up)
                 logits = self._gpt(x, cache=cache, past=past)[:, -1].float()
+                if cfg_on:  # (2B, V): captioned half, empty-caption half
+                    c, u = logits.chunk(2)
+                    logits = u + guidance * (c - u)
                 if cache is not None:
                     past += x.shape[0]
                     cache.sequence_len_offset = past
-                out[:, i] = sample_logits(logits, temperature, top_k, top_p, gen)
-        return out.reshape(b, t, h, w)
+                if probs is not None:
+                    probs.append(logits.softmax(-1))
+                nxt = sample_logits(logits, temperature, top_k, top_p, gen)
+                out[:, i] = nxt.repeat(2) if cfg_on else nxt
+        out = out.reshape(b, t, h, w)
+        if cfg_on:  # both halves hold the same tokens, drawn from the guided logits
+            b, out = b // 2, out[: b // 2]
+        if probs is None:
+            return out
+        p = torch.stack(probs, 1) if probs else out.new_zeros(b, 0, self.cfg.vocab_size).float()
+        return out, rearrange(p, "b (t h w) v -> b t h w v", h=h, w=w)
 
 
 def _above(flat: torch.Tensor, start: int, stop: int, hw: int) -> torch.Tensor:

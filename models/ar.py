@@ -450,9 +450,11 @@ def generate_ar(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    guidance: float = 1.0,
 ) -> np.ndarray:
     """Video2World with a trained ``ar`` run: continue a prompt clip or image by ``frames``
-    latent frames (``frames * t_c`` pixel frames) under caption ``prompt``; returns the
+    latent frames (``frames * t_c`` pixel frames) under caption ``prompt`` (classifier-free
+    ``guidance`` != 1 needs a run trained with ``model.caption_dropout``); returns the
     whole decoded video ``(T, H, W, 3)`` uint8 (context frames included, as the tokenizer
     reconstructs them).
 
@@ -505,7 +507,8 @@ def generate_ar(
             window = out[:, -min(out.shape[1], max_ctx) :]
             k = min(left, model.cfg.max_t - window.shape[1])
             new = model.sample(window, k, text, temperature=temperature, top_k=top_k,
-                               top_p=top_p, seed=step_seed)[:, window.shape[1] :]  # fmt: skip
+                               top_p=top_p, seed=step_seed,
+                               guidance=guidance)[:, window.shape[1] :]  # fmt: skip
             out, left, step_seed = torch.cat([out, new], 1), left - k, step_seed + 1
         video = tok.decode_tokens(out).clamp(-1, 1).float().cpu()
         return metrics.to_uint8(video)[0]

@@ -2,6 +2,7 @@
 
 worldmill curate INPUT --out OUT [--config FILE.yaml] [--set key=value ...]
 worldmill sample-data DIR [--seed N] [--small]
+worldmill sample-data DIR --world [--videos N] [--seed N]   # world-model training corpus
 worldmill demo [DIR]                       # sample corpus -> curate -> summary
 worldmill deploy --input DIR --out DIR     # register curate/nightly on a Prefect server
 worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]
@@ -111,6 +112,15 @@ def print_summary(s: dict) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    if args.world:
+        from worldmill.sample_world import generate_world
+
+        if args.small or args.videos < 1:
+            print("sample-data: --world takes --videos N >= 1 and no --small", file=sys.stderr)
+            return 2
+        doc = generate_world(args.dir, seed=args.seed, videos=args.videos)
+        print(f"wrote {len(doc['videos'])} videos and world_truth.json to {args.dir}")
+        return 0
     from worldmill.sample_data import generate
 
     gt = generate(args.dir, seed=args.seed, small=args.small)
@@ -198,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("dir")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--small", action="store_true", help="a smaller corpus (tests)")
+    s.add_argument(
+        "--world",
+        action="store_true",
+        help="a world-model training corpus: single-shot videos, one camera motion each",
+    )
+    s.add_argument("--videos", type=int, default=96, help="videos in the --world corpus")
     s.set_defaults(fn=_sample)
 
     d = sub.add_parser("demo", help="generate a sample corpus and curate it")

@@ -13,10 +13,11 @@ next-token cross-entropy.
 
 Evaluation (held-out whole source videos, ``metrics.json``): for each held-out clip and
 window (centre and corners), the model is given latent frames ``0 .. frames-2`` and predicts
-the last one (``sample.temperature`` 0 = greedy); everything is decoded through the
-tokenizer and the *last latent frame's pixel frames* are scored against the real frames:
+the last one (``predict_next``: ``sample.predict`` picks which prediction is ``psnr``; all
+three are scored as ``psnr_<mode>``); everything is decoded through the tokenizer and the
+*last latent frame's pixel frames* are scored against the real frames:
 
-    psnr / ssim                    AR prediction
+    psnr / ssim                    AR prediction (sample.predict)
     baseline_psnr / baseline_ssim  copy the last context latent frame (same tokenizer)
     copy_psnr                      copy the last real context frame (raw pixels)
     tokenizer_psnr                 the tokenizer's reconstruction of the true tokens (ceiling)

@@ -69,6 +69,10 @@ class ARConfig:
     # Probability a training caption is replaced by the empty (all-zero) embedding: the
     # unconditional model classifier-free guidance needs (``sample(guidance=...)``).
     caption_dropout: float = 0.0
+    # Copy prior: a learned gain (starting here) added to the logit of the token at
+    # (t - 1, h, w), the previous latent frame's token at the same place; the model starts
+    # near "copy the last frame" and learns where to move away from it. 0 = off.
+    copy_logit: float = 0.0
 
     @property
     def ffn(self) -> int:
@@ -106,7 +110,7 @@ class ARConfig:
         gpt = self.vocab_size * d + L * layer + norm  # tied embedding / output, final norm
         pos = (self.max_t + self.max_h + self.max_w) * d + d  # + BOS
         text = (self.text_dim * d + d) * self.prefix_tokens if self.prefix_tokens else 0
-        return gpt + pos + text
+        return gpt + pos + text + (1 if self.copy_logit else 0)
 
 
 # Sizes. "tiny" is the tests'; "cpu" the 2-core default run; "4b" / "12b" mirror
@@ -171,6 +175,7 @@ class ARWorldModel(nn.Module):
         for e in (self.pos_t, self.pos_h, self.pos_w):
             nn.init.normal_(e.weight, std=0.02)
         nn.init.normal_(self.bos, std=0.02)
+        self.copy_gain = nn.Parameter(torch.tensor([cfg.copy_logit])) if cfg.copy_logit else None
         if cfg.fsq_levels:
             self._init_from_codes(cfg.fsq_levels)
 
@@ -265,8 +270,12 @@ class ARWorldModel(nn.Module):
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
         p = self.cfg.prefix_tokens
-        labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
-        loss = self.gpt_loss(x, labels)[:, p:]  # (B, N) nats per token
+        if self.copy_gain is None:
+            labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
+            loss = self.gpt_loss(x, labels)[:, p:]  # (B, N) nats per token
+        else:  # full logits (gathered over TP ranks) + the copy prior, then cross-entropy
+            logits = self._copy(self._gpt(x)[:, p:].float(), above)  # (B, N, V)
+            loss = F.cross_entropy(rearrange(logits, "b n v -> b v n"), flat, reduction="none")
         if self.cfg.first_frame_weight == 1.0:
             return loss.mean()
         wt = torch.ones(t * h * w, device=loss.device, dtype=loss.dtype)
@@ -284,7 +293,15 @@ class ARWorldModel(nn.Module):
         flat = tokens.reshape(b, -1)
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
-        return self._gpt(x)[:, self.cfg.prefix_tokens :]
+        return self._copy(self._gpt(x)[:, self.cfg.prefix_tokens :], above)
+
+    def _copy(self, logits: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
+        """``logits`` ``(B, n, V)`` + ``copy_gain`` on each slot's ``above`` token (B, n)
+        (none in frame 0, where ``above`` is -1)."""
+        if self.copy_gain is None:
+            return logits
+        hot = F.one_hot(above.clamp_min(0), logits.shape[-1]) * (above >= 0)[..., None]
+        return logits + self.copy_gain.to(logits.dtype) * hot.to(logits.dtype)
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -348,7 +365,8 @@ class ARWorldModel(nn.Module):
                 else:  # one new slot: token i-1, predicting position i
                     up = _above(out, i, i + 1, h * w)
                     x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, False, above=up)
-                logits = self._gpt(x, cache=cache, past=past)[:, -1].float()
+                logits = self._gpt(x, cache=cache, past=past)[:, -1:].float()
+                logits = self._copy(logits, up[:, -1:])[:, 0]  # (B, V)
                 if cfg_on:  # (2B, V): captioned half, empty-caption half
                     c, u = logits.chunk(2)
                     logits = u + guidance * (c - u)

@@ -61,6 +61,7 @@ class ArModelConfig(StrictModel):
     dropout: float | None = Field(None, ge=0, lt=1)  # hidden + attention dropout
     first_frame_weight: float | None = Field(None, ge=0)  # loss weight of latent frame 0
     caption_dropout: float | None = Field(None, ge=0, le=1)  # train the empty caption (CFG)
+    copy_logit: float | None = None  # start of the learned copy-previous-frame logit gain
 
 
 class TokenDataConfig(StrictModel):

@@ -140,6 +140,26 @@ def test_first_frame_weight_and_caption_dropout_change_the_loss_as_stated():
         assert float((d.eval()(toks, text) - d(toks, None)).abs()) > 1e-6
 
 
+def test_copy_prior_adds_a_learned_gain_on_the_previous_frames_token():
+    cfg = replace(TINY, copy_logit=6.0)
+    m, plain = _model(8, cfg), _model(8)
+    toks, text = _tokens(), torch.randn(2, 384)
+    with torch.no_grad():
+        lg, ref = m.logits(toks, text), plain.logits(toks, text)  # same weights but the gain
+        above = toks.reshape(2, -1)[:, :-16]  # the token one latent frame earlier
+        diff = lg - ref
+        torch.testing.assert_close(diff[:, :16], torch.zeros_like(diff[:, :16]))  # frame 0
+        torch.testing.assert_close(diff[:, 16:].gather(-1, above[..., None]).squeeze(-1),
+                                   torch.full((2, 32), 6.0))  # fmt: skip
+        assert float(diff[:, 16:].abs().sum()) == pytest.approx(6.0 * 64, rel=1e-4)
+        nll = torch.nn.functional.cross_entropy(lg.transpose(1, 2), toks.reshape(2, -1))
+        torch.testing.assert_close(m(toks, text), nll)  # the loss scores the same logits
+    assert sum(p.numel() for p in m.parameters()) == cfg.num_params()
+    out = m.sample(toks[:, :1], 2, text, temperature=0.0)  # a random net: copying wins
+    assert torch.equal(out, m.sample(toks[:, :1], 2, text, temperature=0.0, use_cache=False))
+    assert torch.equal(out[:, 1], out[:, 0]) and torch.equal(out[:, 2], out[:, 0])
+
+
 def test_sampling_from_an_image_token_grid_only_and_size_limits():
     m = _model(5)
     out = m.sample(torch.zeros(1, 0, 4, 4, dtype=torch.long), 2, None, hw=(4, 4), seed=1)

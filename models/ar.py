@@ -113,7 +113,8 @@ class ARConfig:
         return gpt + pos + text + (1 if self.copy_logit else 0)
 
 
-# Sizes. "tiny" is the tests'; "cpu" the 2-core default run; "4b" / "12b" mirror
+# Sizes. "tiny" is the tests'; "cpu" the 2-core default run (its regularisation measured in
+# bench/RESULTS.md, AR round 2); "4b" / "12b" mirror
 # Cosmos-1.0-Autoregressive-4B / -12B (Llama-style: 16 / 40 layers of width 4096 / 5120, 32
 # heads, 8 KV groups, SwiGLU 14336, RMSNorm) over the 64k DV vocabulary and 5 x 40 x 64
 # latent grids (33 frames at 640 x 1024 through DV 8x16x16: 12,800 tokens). They build on a
@@ -121,7 +122,7 @@ class ARConfig:
 PRESETS: dict[str, ARConfig] = {
     "tiny": ARConfig(vocab_size=64, max_t=4, max_h=4, max_w=4, num_layers=2, hidden_size=32,
                      num_heads=4, prefix_tokens=1, prev_frame=True),
-    "cpu": ARConfig(),
+    "cpu": ARConfig(first_frame_weight=0.2, dropout=0.1, caption_dropout=0.1),
     "4b": ARConfig(vocab_size=64_000, max_t=5, max_h=40, max_w=64, num_layers=16,
                    hidden_size=4096, num_heads=32, num_query_groups=8, ffn_hidden_size=14336,
                    swiglu=True, rmsnorm=True, prefix_tokens=8),

@@ -61,6 +61,18 @@ class ARConfig:
     # previous frame's token at the same place. Off by default: it did not help on CPU runs
     # (bench/RESULTS.md); the tiny test preset keeps it on so the path stays tested.
     prev_frame: bool = False
+    dropout: float = 0.0  # megatron hidden + attention dropout (training only)
+    # Weight of latent frame 0's tokens in the loss. Frame 0 has no earlier frame: its
+    # tokens can only be guessed from the caption, which on a small corpus names the photo,
+    # so fitting them is memorisation; the world-model task is frames 1.. given the past.
+    first_frame_weight: float = 1.0
+    # Probability a training caption is replaced by the empty (all-zero) embedding: the
+    # unconditional model classifier-free guidance needs (``sample(guidance=...)``).
+    caption_dropout: float = 0.0
+    # Copy prior: a learned gain (starting here) added to the logit of the token at
+    # (t - 1, h, w), the previous latent frame's token at the same place; the model starts
+    # near "copy the last frame" and learns where to move away from it. 0 = off.
+    copy_logit: float = 0.0
 
     @property
     def ffn(self) -> int:
@@ -98,10 +110,11 @@ class ARConfig:
         gpt = self.vocab_size * d + L * layer + norm  # tied embedding / output, final norm
         pos = (self.max_t + self.max_h + self.max_w) * d + d  # + BOS
         text = (self.text_dim * d + d) * self.prefix_tokens if self.prefix_tokens else 0
-        return gpt + pos + text
+        return gpt + pos + text + (1 if self.copy_logit else 0)
 
 
-# Sizes. "tiny" is the tests'; "cpu" the 2-core default run; "4b" / "12b" mirror
+# Sizes. "tiny" is the tests'; "cpu" the 2-core default run (its regularisation measured in
+# bench/RESULTS.md, AR round 2); "4b" / "12b" mirror
 # Cosmos-1.0-Autoregressive-4B / -12B (Llama-style: 16 / 40 layers of width 4096 / 5120, 32
 # heads, 8 KV groups, SwiGLU 14336, RMSNorm) over the 64k DV vocabulary and 5 x 40 x 64
 # latent grids (33 frames at 640 x 1024 through DV 8x16x16: 12,800 tokens). They build on a
@@ -109,7 +122,7 @@ class ARConfig:
 PRESETS: dict[str, ARConfig] = {
     "tiny": ARConfig(vocab_size=64, max_t=4, max_h=4, max_w=4, num_layers=2, hidden_size=32,
                      num_heads=4, prefix_tokens=1, prev_frame=True),
-    "cpu": ARConfig(),
+    "cpu": ARConfig(first_frame_weight=0.2, dropout=0.1, caption_dropout=0.1),
     "4b": ARConfig(vocab_size=64_000, max_t=5, max_h=40, max_w=64, num_layers=16,
                    hidden_size=4096, num_heads=32, num_query_groups=8, ffn_hidden_size=14336,
                    swiglu=True, rmsnorm=True, prefix_tokens=8),
@@ -153,6 +166,7 @@ class ARWorldModel(nn.Module):
             swiglu=cfg.swiglu,
             rmsnorm=cfg.rmsnorm,
             position_embedding_type="none",  # 3D positions are added here, below
+            dropout=cfg.dropout,
         )
         self.pos_t = nn.Embedding(cfg.max_t, d)
         self.pos_h = nn.Embedding(cfg.max_h, d)
@@ -162,6 +176,7 @@ class ARWorldModel(nn.Module):
         for e in (self.pos_t, self.pos_h, self.pos_w):
             nn.init.normal_(e.weight, std=0.02)
         nn.init.normal_(self.bos, std=0.02)
+        self.copy_gain = nn.Parameter(torch.tensor([cfg.copy_logit])) if cfg.copy_logit else None
         if cfg.fsq_levels:
             self._init_from_codes(cfg.fsq_levels)
 
@@ -250,12 +265,23 @@ class ARWorldModel(nn.Module):
         caption embedding ``text`` ``(B, 384)``. The model owns its loss."""
         b, t, h, w = tokens.shape
         flat = tokens.reshape(b, -1)
+        if self.training and self.cfg.caption_dropout > 0 and text is not None:
+            keep = torch.rand(b, device=text.device) >= self.cfg.caption_dropout
+            text = text * keep[:, None].to(text.dtype)  # dropped = the empty caption (zeros)
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
         p = self.cfg.prefix_tokens
-        labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
-        loss = self.gpt_loss(x, labels)  # (B, P + N)
-        return loss[:, p:].mean()
+        if self.copy_gain is None:
+            labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
+            loss = self.gpt_loss(x, labels)[:, p:]  # (B, N) nats per token
+        else:  # full logits (gathered over TP ranks) + the copy prior, then cross-entropy
+            logits = self._copy(self._gpt(x)[:, p:].float(), above)  # (B, N, V)
+            loss = F.cross_entropy(rearrange(logits, "b n v -> b v n"), flat, reduction="none")
+        if self.cfg.first_frame_weight == 1.0:
+            return loss.mean()
+        wt = torch.ones(t * h * w, device=loss.device, dtype=loss.dtype)
+        wt[: h * w] = self.cfg.first_frame_weight
+        return (loss * wt).sum(1).mean() / wt.sum()
 
     def gpt_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # megatron's vocab-parallel cross-entropy per slot (B, S): correct under TP too
@@ -268,7 +294,15 @@ class ARWorldModel(nn.Module):
         flat = tokens.reshape(b, -1)
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
-        return self._gpt(x)[:, self.cfg.prefix_tokens :]
+        return self._copy(self._gpt(x)[:, self.cfg.prefix_tokens :], above)
+
+    def _copy(self, logits: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
+        """``logits`` ``(B, n, V)`` + ``copy_gain`` on each slot's ``above`` token (B, n)
+        (none in frame 0, where ``above`` is -1)."""
+        if self.copy_gain is None:
+            return logits
+        hot = F.one_hot(above.clamp_min(0), logits.shape[-1]) * (above >= 0)[..., None]
+        return logits + self.copy_gain.to(logits.dtype) * hot.to(logits.dtype)
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -284,15 +318,25 @@ class ARWorldModel(nn.Module):
         top_p: float = 1.0,
         seed: int = 0,
         use_cache: bool = True,
-    ) -> torch.Tensor:
+        return_probs: bool = False,
+        guidance: float = 1.0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue ``context`` ``(B, T0, H', W')`` (T0 may be 0 with ``hw`` given) by
-        ``frames`` latent frames: ``(B, T0 + frames, H', W')``.
+        ``frames`` latent frames: ``(B, T0 + frames, H', W')``; with ``return_probs`` also
+        the model's distribution over each generated token given the tokens drawn before
+        it, ``(B, frames, H', W', V)`` (temperature 1, no top-k / top-p; guided if ``guidance``).
 
         One token at a time, raster order; ``temperature`` 0 = greedy; ``top_k`` 0 and
         ``top_p`` 1 = off. Draws come from a generator seeded with ``seed``, so a seed gives
         the same tokens on every run. ``use_cache``: megatron-core's static KV cache (one
         new slot per forward); ``False`` recomputes the whole prefix for every token (the
-        reference the cache is tested against)."""
+        reference the cache is tested against). ``guidance`` != 1 (with ``text``):
+        classifier-free guidance, logits ``u + guidance * (c - u)`` of the captioned (c) and
+        empty-caption (u) model, run as one doubled batch."""
+        cfg_on = guidance != 1.0 and text is not None
+        if cfg_on:
+            text = torch.cat([text, torch.zeros_like(text)])
+            context = torch.cat([context, context])
         b, t0 = context.shape[:2]
         h, w = hw or tuple(context.shape[2:])
         t = t0 + frames
@@ -307,6 +351,7 @@ class ARWorldModel(nn.Module):
         out = torch.zeros(b, n, dtype=torch.long, device=dev)
         out[:, :n0] = context.reshape(b, -1).to(dev)
         gen = torch.Generator(device=dev).manual_seed(seed)
+        probs = [] if return_probs else None
         if use_cache:
             cache = mc.inference_context(b, self.cfg.prefix_tokens + n)
             shims = mc.inference_shims()
@@ -321,12 +366,25 @@ class ARWorldModel(nn.Module):
                 else:  # one new slot: token i-1, predicting position i
                     up = _above(out, i, i + 1, h * w)
                     x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, False, above=up)
-                logits = self._gpt(x, cache=cache, past=past)[:, -1].float()
+                logits = self._gpt(x, cache=cache, past=past)[:, -1:].float()
+                logits = self._copy(logits, up[:, -1:])[:, 0]  # (B, V)
+                if cfg_on:  # (2B, V): captioned half, empty-caption half
+                    c, u = logits.chunk(2)
+                    logits = u + guidance * (c - u)
                 if cache is not None:
                     past += x.shape[0]
                     cache.sequence_len_offset = past
-                out[:, i] = sample_logits(logits, temperature, top_k, top_p, gen)
-        return out.reshape(b, t, h, w)
+                if probs is not None:
+                    probs.append(logits.softmax(-1))
+                nxt = sample_logits(logits, temperature, top_k, top_p, gen)
+                out[:, i] = nxt.repeat(2) if cfg_on else nxt
+        out = out.reshape(b, t, h, w)
+        if cfg_on:  # both halves hold the same tokens, drawn from the guided logits
+            b, out = b // 2, out[: b // 2]
+        if probs is None:
+            return out
+        p = torch.stack(probs, 1) if probs else out.new_zeros(b, 0, self.cfg.vocab_size).float()
+        return out, rearrange(p, "b (t h w) v -> b t h w v", h=h, w=w)
 
 
 def _above(flat: torch.Tensor, start: int, stop: int, hw: int) -> torch.Tensor:
@@ -411,9 +469,11 @@ def generate_ar(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    guidance: float = 1.0,
 ) -> np.ndarray:
     """Video2World with a trained ``ar`` run: continue a prompt clip or image by ``frames``
-    latent frames (``frames * t_c`` pixel frames) under caption ``prompt``; returns the
+    latent frames (``frames * t_c`` pixel frames) under caption ``prompt`` (classifier-free
+    ``guidance`` != 1 needs a run trained with ``model.caption_dropout``); returns the
     whole decoded video ``(T, H, W, 3)`` uint8 (context frames included, as the tokenizer
     reconstructs them).
 
@@ -466,7 +526,8 @@ def generate_ar(
             window = out[:, -min(out.shape[1], max_ctx) :]
             k = min(left, model.cfg.max_t - window.shape[1])
             new = model.sample(window, k, text, temperature=temperature, top_k=top_k,
-                               top_p=top_p, seed=step_seed)[:, window.shape[1] :]  # fmt: skip
+                               top_p=top_p, seed=step_seed,
+                               guidance=guidance)[:, window.shape[1] :]  # fmt: skip
             out, left, step_seed = torch.cat([out, new], 1), left - k, step_seed + 1
         video = tok.decode_tokens(out).clamp(-1, 1).float().cpu()
         return metrics.to_uint8(video)[0]

@@ -103,6 +103,63 @@ def test_greedy_sampling_follows_the_logits():
     assert torch.equal(logits[0, 32].argmax(), out[0, 2, 0, 0])
 
 
+def test_sampled_probabilities_and_classifier_free_guidance():
+    m = _model(6)
+    ctx, text = _tokens(b=2, t=2), torch.randn(2, 384)
+    out, probs = m.sample(ctx, 1, text, temperature=0.0, return_probs=True)
+    assert probs.shape == (2, 1, 4, 4, 64)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 1, 4, 4))
+    assert torch.equal(probs.argmax(-1), out[:, 2:])  # greedy = the argmax of each draw's probs
+    with torch.no_grad():
+        ref = m.logits(out, text)[:, 32:].softmax(-1)  # teacher-forced on the drawn tokens
+    torch.testing.assert_close(probs.reshape(2, 16, 64), ref, atol=1e-5, rtol=1e-4)
+    kw = dict(temperature=0.9, seed=3)
+    plain = m.sample(ctx, 1, text, **kw)
+    assert torch.equal(m.sample(ctx, 1, text, guidance=1.0, **kw), plain)
+    # guidance 0 = the empty-caption model alone; guidance 3 pushes away from it
+    assert torch.equal(m.sample(ctx, 1, text, guidance=0.0, **kw), m.sample(ctx, 1, None, **kw))
+    g_out, g3 = m.sample(ctx, 1, text, temperature=0.0, guidance=3.0, return_probs=True)
+    with torch.no_grad():
+        c, u = m.logits(g_out, text)[:, 32:], m.logits(g_out, None)[:, 32:]
+    want = (u + 3.0 * (c - u)).softmax(-1)
+    torch.testing.assert_close(g3.reshape(2, 16, 64), want, atol=1e-5, rtol=1e-4)
+    assert (g3.reshape(2, 16, 64) - u.softmax(-1)).abs().max() > 1e-6
+
+
+def test_first_frame_weight_and_caption_dropout_change_the_loss_as_stated():
+    toks, text = _tokens(), torch.randn(2, 384)
+    m = _model(7, replace(TINY, first_frame_weight=0.0))
+    with torch.no_grad():
+        nll = torch.nn.functional.cross_entropy(
+            m.logits(toks, text).transpose(1, 2), toks.reshape(2, -1), reduction="none"
+        )  # (B, 48)
+        torch.testing.assert_close(m(toks, text), nll[:, 16:].mean(), atol=1e-5, rtol=1e-5)
+    d = _model(7, replace(TINY, caption_dropout=1.0)).train()
+    with torch.no_grad():  # every caption dropped in training; eval keeps it
+        torch.testing.assert_close(d(toks, text), d(toks, None))
+        assert float((d.eval()(toks, text) - d(toks, None)).abs()) > 1e-6
+
+
+def test_copy_prior_adds_a_learned_gain_on_the_previous_frames_token():
+    cfg = replace(TINY, copy_logit=6.0)
+    m, plain = _model(8, cfg), _model(8)
+    toks, text = _tokens(), torch.randn(2, 384)
+    with torch.no_grad():
+        lg, ref = m.logits(toks, text), plain.logits(toks, text)  # same weights but the gain
+        above = toks.reshape(2, -1)[:, :-16]  # the token one latent frame earlier
+        diff = lg - ref
+        torch.testing.assert_close(diff[:, :16], torch.zeros_like(diff[:, :16]))  # frame 0
+        torch.testing.assert_close(diff[:, 16:].gather(-1, above[..., None]).squeeze(-1),
+                                   torch.full((2, 32), 6.0))  # fmt: skip
+        assert float(diff[:, 16:].abs().sum()) == pytest.approx(6.0 * 64, rel=1e-4)
+        nll = torch.nn.functional.cross_entropy(lg.transpose(1, 2), toks.reshape(2, -1))
+        torch.testing.assert_close(m(toks, text), nll)  # the loss scores the same logits
+    assert sum(p.numel() for p in m.parameters()) == cfg.num_params()
+    out = m.sample(toks[:, :1], 2, text, temperature=0.0)  # a random net: copying wins
+    assert torch.equal(out, m.sample(toks[:, :1], 2, text, temperature=0.0, use_cache=False))
+    assert torch.equal(out[:, 1], out[:, 0]) and torch.equal(out[:, 2], out[:, 0])
+
+
 def test_sampling_from_an_image_token_grid_only_and_size_limits():
     m = _model(5)
     out = m.sample(torch.zeros(1, 0, 4, 4, dtype=torch.long), 2, None, hw=(4, 4), seed=1)

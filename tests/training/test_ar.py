@@ -21,8 +21,11 @@ def test_train_ar_end_to_end_encodes_once_and_writes_all_metrics(shards, dv_toke
     run = tmp_path / "ar"
     assert _train(shards, dv_tokenizer, run) == 0
     m = json.loads((run / "metrics.json").read_text())
-    for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "copy_psnr", "tokenizer_psnr"):
+    scores = ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "copy_psnr", "tokenizer_psnr")
+    modes = ("tokens", "expected_code", "pixel_mean")
+    for k in (*scores, *(f"{s}_{p}" for s in ("psnr", "ssim") for p in modes)):
         assert isinstance(m[k], float) and m[k] == m[k], k  # present and not NaN
+    assert m["psnr"] == m[f"psnr_{m['predict']}"]
     assert 0 < m["ssim"] <= 1 and 0 < m["baseline_ssim"] <= 1
     assert m["kind"] == "ar" and m["vocab_size"] == 64 and m["steps"] == 4
     # 2 held-out clips x 5 windows (centre + corners of the 8x8 token grid)

@@ -1,13 +1,12 @@
 """Acceptance (slow): the default CPU-sized AR run beats copying the last latent frame.
 
-The documented recipe through the real CLI: a 1,000-code DV tokenizer
-(``fsq_levels=[8, 5, 5, 5]``, default steps) on the default sample shards (16 panning
-photos, 96x96), then ``worldmill train ar`` with its defaults on 64 pans of the same photos
-(4 whole photos = 16 clips held out, as for the tokenizer). Figures: bench/RESULTS.md.
-
-Not met yet: the measured run gives psnr 17.18 vs baseline_psnr 19.09 (RESULTS.md), so the
-test reports an xfail with the numbers (a crash still fails it); set ``WINS_YET`` once the
-model wins.
+The documented recipe through the real CLI (README, AR section): the world-model corpus
+(``worldmill sample-data DIR --world``: 96 single-shot videos, one camera motion each)
+curated by ``worldmill curate``; a 1,000-code DV tokenizer (``fsq_levels=[8, 5, 5, 5]``,
+default steps) on the default sample shards; then ``worldmill train ar`` with its defaults
+on the curated shards, 16 whole videos held out. ``psnr`` is the default prediction
+(``sample.predict``), ``baseline_psnr`` copies the last context latent frame through the
+same tokenizer. Figures: bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -16,27 +15,32 @@ import json
 
 import pytest
 
+from tests.conftest import run_cli
 from worldmill.training import cli
 from worldmill.training.registry import resolve_config
 from worldmill.training.sample_shards import write_sample_shards
 
-WINS_YET = False  # the must-show (AR psnr > baseline_psnr) is not met yet
+WINS_YET = False  # set when the measured default run wins (bench/RESULTS.md)
 DV_CPU = ["--set", "model.kind=dv", "--set", "model.fsq_levels=[8, 5, 5, 5]"]
 
 
 @pytest.mark.slow
 def test_default_cpu_ar_run_beats_copy_last_latent_frame(tmp_path):
-    shards = write_sample_shards(tmp_path / "shards")
-    pans = write_sample_shards(tmp_path / "shards64", n_clips=64)
+    raw, cur = tmp_path / "world", tmp_path / "curated"
+    r = run_cli("sample-data", str(raw), "--world", timeout=3600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("curate", str(raw), "--out", str(cur), timeout=3 * 3600)
+    assert r.returncode == 0, r.stderr[-2000:]
     tok, run = tmp_path / "tok", tmp_path / "ar"
+    shards = write_sample_shards(tmp_path / "shards")
     args = ["tokenizer", "--data", str(shards), "--out", str(tok), "--no-prefect", *DV_CPU]
     assert cli.main(args) == 0
-    args = ["ar", "--data", str(pans), "--tokenizer", str(tok), "--out", str(run)]
+    args = ["ar", "--data", str(cur / "shards"), "--tokenizer", str(tok), "--out", str(run)]
     assert cli.main([*args, "--no-prefect", "--set", "data.holdout=16"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     default = resolve_config("ar", None, [f"tokenizer={tok}"])
     assert m["steps"] == default.run.steps and m["vocab_size"] == 1000
-    assert m["eval_clips"] == 16
+    assert m["eval_clips"] == 16 and m["predict"] == default.sample.predict
     assert m["psnr"] > 0 and m["baseline_psnr"] > 0 and m["tokenizer_psnr"] > 0, m
     if WINS_YET:
         assert m["psnr"] > m["baseline_psnr"], m

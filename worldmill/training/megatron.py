@@ -203,6 +203,7 @@ def build_gpt(
     swiglu: bool = False,
     rmsnorm: bool = False,
     position_embedding_type: str = "learned_absolute",
+    dropout: float = 0.0,
 ) -> GPTModel:
     """A megatron-core ``GPTModel`` with the local (non Transformer-Engine) layer spec.
 
@@ -223,8 +224,8 @@ def build_gpt(
         activation_func=F.silu if swiglu else F.gelu,
         normalization=norm,
         use_cpu_initialization=CPU,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
+        hidden_dropout=dropout,  # residual-branch and attention-probability dropout
+        attention_dropout=dropout,
         tensor_model_parallel_size=tp_size(),
     )
     return GPTModel(

@@ -134,19 +134,22 @@ def _default(typ: pa.DataType, n: int) -> list:
 
 
 def _vectors(out: str) -> tuple[np.ndarray, np.ndarray]:
-    """All ``clip_id`` and ``(N, 256)`` visual vectors, read column-wise from LanceDB."""
+    """All ``clip_id`` and ``(N, 256)`` visual vectors, streamed column-wise from LanceDB."""
     from worldmill.store import Store
 
-    tab = Store(out).clips().to_lance().to_table(columns=["clip_id", "visual_embedding"])
-    ids = tab["clip_id"].to_numpy(zero_copy_only=False)
-    vis = tab["visual_embedding"].combine_chunks().flatten().to_numpy().reshape(-1, VIS_DIM)
-    return ids, vis
+    ids, vecs = [], []
+    for b in Store(out).clip_batches(["clip_id", "visual_embedding"]):
+        ids.append(b["clip_id"].to_numpy(zero_copy_only=False))
+        col = b["visual_embedding"]
+        vecs.append(col.flatten().to_numpy().reshape(len(col), VIS_DIM))
+    return np.concatenate(ids), np.concatenate(vecs)
 
 
 def exact_recall(out: str, copies: np.ndarray, eps: float, sample: int, seed: int) -> dict:
     """Recall of the stored candidate edges against exhaustive search for ``sample`` queries."""
     from worldmill.store import Store
-    from worldmill.tasks.dedup import EDGES, EXACT, NEAR
+    from worldmill.tasks.dedup import EXACT, NEAR
+    from worldmill.tasks.dedup_index import EDGES
 
     ids, vis = _vectors(out)
     n = len(ids)
@@ -173,6 +176,12 @@ def exact_recall(out: str, copies: np.ndarray, eps: float, sample: int, seed: in
     found = {tuple(sorted(p)) for p in zip(a, b, strict=True)}
     hit = len(truth & found)
     return {"queries": len(q), "true_pairs": len(truth), "found": hit, "recall": hit / len(truth)}
+
+
+def _has_edges(out: str) -> bool:
+    from worldmill.store import Store
+
+    return Store(out).has("dup_edges")
 
 
 def _peak_rss_gb() -> float:
@@ -222,6 +231,11 @@ def main(argv: list[str] | None = None) -> dict:
                 result[f"{name}_s"], result[f"{name}_cpu_s"] = wall, cpu
                 print(name, wall, "s", file=sys.stderr, flush=True)
             result["seconds"] = round(sum(result[f"{s}_s"] for s in ("embed", "dedup")), 2)
+            result["cpu_seconds"] = round(sum(result[f"{s}_cpu_s"] for s in ("embed", "dedup")), 1)
+            if _has_edges(out):  # the ANN-era code: measure recall too
+                rec = exact_recall(out, copies, DedupConfig().eps, args.sample, args.seed)
+                result["recall"] = round(rec["recall"], 4)
+                result["recall_detail"] = rec
         else:
             cfg = DedupConfig()
             idx_s, idx_cpu, _ = _timed(embed_task.fn, out, EmbedConfig())  # builds the index
@@ -234,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
                 duplicates=info["duplicates"],
                 by_reason=info.get("by_reason"),
                 path=info.get("path"),
+                searched=info.get("searched"),
             )
             rec = exact_recall(out, copies, cfg.eps, args.sample, args.seed)
             result["recall"] = round(rec["recall"], 4)

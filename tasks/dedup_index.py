@@ -11,8 +11,9 @@ and every searched clip carries its nearest-neighbour visual similarity in
    (:func:`~worldmill.tasks.dedup.candidate_pairs`); ``dup_edges`` is rewritten.
 2. Above: only candidates with ``nn_similarity IS NULL`` (new or re-processed clips) are
    searched, as query batches, against the whole table through its cosine IVF_PQ index
-   (``ann_neighbours`` per clip, ``ann_nprobes`` partitions, re-ranked on the full vectors
-   so the returned distances are exact). Pairs with distance < ``eps`` are ``near`` (and
+   (``ann_neighbours`` per clip, ``ann_nprobes`` partitions); the index's PQ distances
+   only rank, the neighbours are re-scored exactly on the full vectors (streamed once
+   into an ``(N, D)`` float32 array: 1 GB at 1M x 256) before the ``eps`` cut. Pairs with distance < ``eps`` are ``near`` (and
    ``exact`` when the vectors are bit-identical); pairs within ``semantic_visual_gate``
    whose caption embeddings are within ``semantic_eps`` are ``semantic`` (the same gated
    rule as SemDeDup's, applied to each clip's visual neighbours instead of within text
@@ -54,6 +55,8 @@ NN_COL = "nn_similarity"
 DUPLICATE_REASON = "duplicate"
 SOURCE_COLS = ("source_width", "source_height", "source_bitrate")
 CANDIDATE = "(kept = true OR reject_reason = 'duplicate') AND visual_embedding IS NOT NULL"
+_GATED = "gated"  # a visual pair within semantic_visual_gate, caption not checked yet
+FETCH_MAX = 20_000  # up to this many caption vectors are fetched by id, else streamed
 EDGE_SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string()), ("reason", pa.string())])
 QUERY_BATCH = 1000  # query vectors per LanceDB search call
 READ_BATCH = 50_000  # rows per streamed Arrow batch
@@ -142,17 +145,36 @@ def _exact_search(store: Store, cand: pa.Table, cfg: DedupConfig) -> tuple[np.nd
     return nn, {"searched": n, "path": "exact"}
 
 
-def _fetch(store: Store, ids: np.ndarray, column: str) -> dict[str, np.ndarray]:
-    """``{clip_id: vector}`` of ``column`` for a few ids (pushed-down ``IN`` filter)."""
-    out: dict[str, np.ndarray] = {}
-    uniq = sorted(set(ids.tolist()))
-    for s in range(0, len(uniq), 2000):
-        tab = store.clip_table(["clip_id", column], where=_in("clip_id", uniq[s : s + 2000]))
-        tab = tab.filter(pc.is_valid(tab[column]))
-        if tab.num_rows:
-            vec = _vectors(tab[column])  # (M, D)
-            out.update(zip(tab["clip_id"].to_pylist(), vec, strict=True))
-    return out
+def _semantic(store: Store, a: np.ndarray, b: np.ndarray, cfg: DedupConfig) -> tuple:
+    """The gated visual pairs ``(a, b)`` whose caption embeddings are within
+    ``semantic_eps``; captions fetched by id when few, else streamed once."""
+    if not cfg.semantic or len(a) == 0:
+        return np.zeros(0, object), np.zeros(0, object)
+    need = np.unique(np.concatenate([a, b]).astype(str))
+    text: dict[str, np.ndarray] = {}
+    if len(need) <= FETCH_MAX:
+        for s in range(0, len(need), 2000):
+            where = _in("clip_id", need[s : s + 2000].tolist())
+            text.update(_text_rows(store.clip_table(["clip_id", "embedding"], where=where)))
+    else:
+        for batch in store.clip_batches(["clip_id", "embedding"], CANDIDATE, READ_BATCH):
+            tab = pa.Table.from_batches([batch])
+            tab = tab.filter(pc.is_in(tab["clip_id"], value_set=pa.array(need)))
+            text.update(_text_rows(tab))
+    has = np.array([x in text and y in text for x, y in zip(a, b, strict=True)], bool)
+    sem = np.zeros(len(a), bool)
+    if has.any():
+        at = _normalise(np.stack([text[x] for x in a[has]]))  # (P, Dt)
+        bt = _normalise(np.stack([text[y] for y in b[has]]))  # (P, Dt)
+        sem[has] = np.einsum("pd,pd->p", at, bt) > 1.0 - cfg.semantic_eps
+    return a[sem], b[sem]
+
+
+def _text_rows(tab: pa.Table) -> dict[str, np.ndarray]:
+    tab = tab.filter(pc.is_valid(tab["embedding"]))
+    if tab.num_rows == 0:
+        return {}
+    return dict(zip(tab["clip_id"].to_pylist(), _vectors(tab["embedding"]), strict=True))
 
 
 def _ann_search(store: Store, cand: pa.Table, cfg: DedupConfig) -> tuple[np.ndarray, dict]:
@@ -163,99 +185,112 @@ def _ann_search(store: Store, cand: pa.Table, cfg: DedupConfig) -> tuple[np.ndar
     edges_t = store.table(EDGES)
     meta = (edges_t.schema.metadata or {}) if edges_t is not None else {}
     reset = edges_t is None or meta.get(b"params", b"").decode() != params
-    nn = _num(cand, NN_COL)  # (N,) NaN = none yet
-    searched = np.zeros(len(ids), bool)
-    store.ensure_vector_index("visual_embedding", min_rows=1)
-    t = store.clips()
-    where = (
-        CANDIDATE
-        if reset or NN_COL not in cand.column_names
-        else f"{CANDIDATE} AND {NN_COL} IS NULL"
+    before = _num(cand, NN_COL)  # (N,) NaN = none yet
+    nn = before.copy()
+    todo = (
+        np.ones(len(ids), bool)
+        if reset
+        else ~pc.is_valid(cand[NN_COL]).to_numpy(zero_copy_only=False)
+        if NN_COL in cand.column_names
+        else np.ones(len(ids), bool)
     )
-    cols = ["clip_id", "visual_embedding"] + (["embedding"] if cfg.semantic else [])
     ea, eb, er = [], [], []
-    for batch in store.clip_batches(cols, where=where, batch_size=READ_BATCH):
-        for s in range(0, batch.num_rows, QUERY_BATCH):
-            part = batch.slice(s, QUERY_BATCH)
-            got = _search_part(store, t, part, lookup, nn, cfg)
-            searched[lookup.rows(part["clip_id"].to_numpy(zero_copy_only=False))] = True
+    if todo.any():
+        store.ensure_vector_index("visual_embedding", min_rows=1)
+        t = store.clips()
+        vis = _candidate_vectors(store, lookup)  # (N, D) for the exact re-rank
+        q_rows = np.nonzero(todo)[0]
+        for s in range(0, len(q_rows), QUERY_BATCH):
+            got = _search_part(store, t, q_rows[s : s + QUERY_BATCH], ids, vis, lookup, nn, cfg)
             for arr, new in zip((ea, eb, er), got, strict=True):
                 arr.append(new)
+        del vis
+        gated = np.concatenate(er) == _GATED if er else np.zeros(0, bool)
+        sem = _semantic(store, np.concatenate(ea)[gated], np.concatenate(eb)[gated], cfg)
+        ea, eb, er = (
+            [np.concatenate(ea)[~gated], sem[0]],
+            [np.concatenate(eb)[~gated], sem[1]],
+            [np.concatenate(er)[~gated], np.full(len(sem[0]), SEMANTIC, dtype=object)],
+        )
     keep_old = np.zeros(0, bool)
     if not reset:
         old = edges_t.to_arrow()
         oa, ob = _str(old, "a").astype(str), _str(old, "b").astype(str)
         ra, rb = lookup.rows(oa), lookup.rows(ob)
-        keep_old = (ra >= 0) & (rb >= 0) & ~searched[ra] & ~searched[rb]
+        keep_old = (ra >= 0) & (rb >= 0)
+        keep_old[keep_old] &= ~todo[ra[keep_old]] & ~todo[rb[keep_old]]
         ea.append(oa[keep_old])
         eb.append(ob[keep_old])
         er.append(_str(old, "reason")[keep_old])
-    if searched.any() or reset or len(keep_old) != int(keep_old.sum()):
+    if todo.any() or reset or len(keep_old) != int(keep_old.sum()):
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, object)  # noqa: E731
         _write_edges(store, cat(ea).astype(object), cat(eb).astype(object), cat(er), params)
     # nn of every searched row, and of old rows that a new neighbour came closer to.
-    before = _num(cand, NN_COL)
-    grew = searched | (np.nan_to_num(nn, nan=-9) > np.nan_to_num(before, nan=-9))
+    grew = todo | (np.nan_to_num(nn, nan=-9) > np.nan_to_num(before, nan=-9))
     store.update_clip_columns({"clip_id": ids[grew], NN_COL: nn[grew]})
-    return nn, {"searched": int(searched.sum()), "path": "ann"}
+    return nn, {"searched": int(todo.sum()), "path": "ann"}
+
+
+def _candidate_vectors(store: Store, lookup: _Ids) -> np.ndarray:
+    """``(N, D)`` float32 visual vectors of the candidates in ``lookup`` order, streamed
+    (1M x 256-d is 1 GB; no Python lists)."""
+    vis = None
+    for batch in store.clip_batches(["clip_id", "visual_embedding"], CANDIDATE, READ_BATCH):
+        v = _vectors(batch["visual_embedding"])  # (B, D)
+        if vis is None:
+            vis = np.zeros((len(lookup.ids), v.shape[1]), np.float32)
+        vis[lookup.rows(batch["clip_id"].to_numpy(zero_copy_only=False).astype(str))] = v
+    return vis if vis is not None else np.zeros((0, 1), np.float32)
 
 
 def _search_part(
-    store: Store, t, part: pa.RecordBatch, lookup: _Ids, nn: np.ndarray, cfg: DedupConfig
+    store: Store,
+    t,
+    q_rows: np.ndarray,
+    ids: np.ndarray,
+    vis: np.ndarray,
+    lookup: _Ids,
+    nn: np.ndarray,
+    cfg: DedupConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One LanceDB multi-vector query: edges ``(a ids, b ids, reasons)``; updates ``nn``."""
-    q_ids = part["clip_id"].to_numpy(zero_copy_only=False).astype(str)
-    q_vis = _vectors(part["visual_embedding"])  # (B, D)
+    """One LanceDB multi-vector query for candidate rows ``q_rows``: edges ``(a ids, b ids,
+    reasons)``; updates ``nn``. The index's (PQ-approximate) distances only rank; the
+    returned neighbours are re-scored exactly on ``vis`` before the eps cut."""
+    q_vis = vis[q_rows]  # (B, D)
     res = (
         t.search(q_vis, vector_column_name="visual_embedding")
         .distance_type("cosine")
         .limit(cfg.ann_neighbours)
         .nprobes(cfg.ann_nprobes)
-        .refine_factor(cfg.ann_refine_factor)
         .select(["clip_id", "_distance"])
         .to_arrow()
     )
-    qi = res["query_index"].to_numpy().astype(np.int64)  # (R,) row of q_ids
-    nb = res["clip_id"].to_numpy(zero_copy_only=False).astype(str)  # (R,)
-    dist = res["_distance"].to_numpy().astype(np.float64)  # (R,) cosine distance
-    qrow, nrow = lookup.rows(q_ids)[qi], lookup.rows(nb)
-    ok = (nrow >= 0) & (nb != q_ids[qi])  # other candidates only
-    qi, nb, dist, qrow, nrow = qi[ok], nb[ok], dist[ok], qrow[ok], nrow[ok]
-    sim = 1.0 - dist
+    qi = res["query_index"].to_numpy().astype(np.int64)  # (R,) index into q_rows
+    nrow = lookup.rows(res["clip_id"].to_numpy(zero_copy_only=False).astype(str))  # (R,)
+    qrow = q_rows[qi]
+    ok = (nrow >= 0) & (nrow != qrow)  # other candidates only
+    qrow, nrow = qrow[ok], nrow[ok]
+    key = np.unique(np.minimum(qrow, nrow) * len(ids) + np.maximum(qrow, nrow))
+    qrow, nrow = key // len(ids), key % len(ids)  # each pair once
+    vq, vn = _normalise(vis[qrow]), _normalise(vis[nrow])
+    sim = np.einsum("pd,pd->p", vq, vn).astype(np.float64)  # (P,) exact cosine
     cur = np.where(np.isnan(nn), -np.inf, nn)
     np.maximum.at(cur, qrow, sim)
     np.maximum.at(cur, nrow, sim)
     hit = np.isfinite(cur)
     nn[hit] = np.clip(cur[hit], -1.0, 1.0)
-    near = dist < cfg.eps
-    a, b, why = [q_ids[qi[near]]], [nb[near]], [np.full(int(near.sum()), NEAR, dtype=object)]
-    zero = near & (dist < 1e-5)  # candidates for bit-identical copies: compare the bytes
-    if zero.any():
-        other = _fetch(store, nb[zero], "visual_embedding")
-        same = np.array(
-            [
-                n in other and np.array_equal(q_vis[k], other[n])
-                for k, n in zip(qi[zero], nb[zero], strict=True)
-            ]
-        )
-        a.append(q_ids[qi[zero]][same])
-        b.append(nb[zero][same])
-        why.append(np.full(int(same.sum()), EXACT, dtype=object))
-    gate = dist < cfg.semantic_visual_gate
-    if cfg.semantic and "embedding" in part.schema.names and gate.any():
-        other = _fetch(store, nb[gate], "embedding")
-        valid = pc.is_valid(part["embedding"]).to_numpy(zero_copy_only=False)  # (B,)
-        gq, gn = qi[gate], nb[gate]
-        has = np.array([valid[k] and n in other for k, n in zip(gq, gn, strict=True)], bool)
-        sem = np.zeros(len(gq), bool)
-        if has.any():
-            q_text = _vectors(part["embedding"].fill_null([0.0] * _dim(part["embedding"])))
-            qt = _normalise(q_text[gq[has]])  # (P, Dt)
-            ot = _normalise(np.stack([other[n] for n in gn[has]]))  # (P, Dt)
-            sem[has] = np.einsum("pd,pd->p", qt, ot) > 1.0 - cfg.semantic_eps
-        a.append(q_ids[gq][sem])
-        b.append(gn[sem])
-        why.append(np.full(int(sem.sum()), SEMANTIC, dtype=object))
+    near = sim > 1.0 - cfg.eps
+    same = near & np.all(vis[qrow] == vis[nrow], axis=1)  # bit-identical copies
+    a = [ids[qrow[near]], ids[qrow[same]]]
+    b = [ids[nrow[near]], ids[nrow[same]]]
+    why = [
+        np.full(int(near.sum()), NEAR, dtype=object),
+        np.full(int(same.sum()), EXACT, dtype=object),
+    ]
+    gate = sim > 1.0 - cfg.semantic_visual_gate  # semantic candidates, checked at the end
+    a.append(ids[qrow[gate]])
+    b.append(ids[nrow[gate]])
+    why.append(np.full(int(gate.sum()), _GATED, dtype=object))
     return np.concatenate(a), np.concatenate(b), np.concatenate(why)
 
 

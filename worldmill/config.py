@@ -113,7 +113,6 @@ class DedupConfig(StrictModel):
     ann_min_rows: int = Field(20_000, ge=1)
     ann_neighbours: int = Field(10, ge=2)  # neighbours fetched per new clip
     ann_nprobes: int = Field(20, ge=1)  # IVF partitions searched per query
-    ann_refine_factor: int = Field(10, ge=1)  # re-rank k * this on full vectors (exact distance)
 
 
 class TaxonomyConfig(StrictModel):

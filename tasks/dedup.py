@@ -42,23 +42,18 @@ are only compared within a cluster (the SemDeDup approximation).
 
 Scale
 -----
-Near-duplicate search is blockwise: ``(B, D) @ (D, N)`` products of ``block`` rows at a time,
-O(N^2 D) flops but O(B N) memory (N = 100k, D = 256 is ~2.6 TFLOP: a minute or two on a
-CPU, seconds on a GPU). For much larger tables, let LanceDB produce the candidate pairs
-with its ANN index instead of the exhaustive scan::
-
-    tbl.create_index(metric="cosine", vector_column_name="visual_embedding")
-    for each row: tbl.search(vec, vector_column_name="visual_embedding")
-                     .metric("cosine").limit(k).to_arrow()   # _distance < eps -> pair
-
-and pass those pairs to :func:`resolve_pairs`, which applies exactly the same keep-best,
-protected and transitive-group rules as :func:`find_duplicates`.
+Exhaustive search is blockwise: ``(B, D) @ (D, N)`` products of ``block`` rows at a time,
+O(N^2 D) flops but O(B N) memory. It is the path for tables up to ``cfg.ann_min_rows``
+candidates (20k: ~0.1 TFLOP, seconds). Above that, :mod:`worldmill.tasks.dedup_index` lets
+LanceDB's ANN index produce the candidate pairs, incrementally (only clips not searched
+yet are queried, against the whole indexed table), stores the pairs in the ``dup_edges``
+table and passes them all to :func:`resolve_pairs`, which applies exactly the same
+keep-best, protected and transitive-group rules as :func:`find_duplicates`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -327,6 +322,34 @@ def find_duplicates(
         raise ValueError("ids must be unique")
     if n == 0:
         return DedupResult(nn_similarity=np.zeros(0, np.float32))
+    pairs, nn = candidate_pairs(
+        visual, cfg, text, semantic_visual_gate=semantic_visual_gate, block=block
+    )
+    return resolve_pairs(
+        ids,
+        quality,
+        protected,
+        pairs,
+        nn_similarity=nn,
+        source_size=source_size,
+        source_bitrate=source_bitrate,
+    )
+
+
+def candidate_pairs(
+    visual: np.ndarray,
+    cfg: DedupConfig,
+    text: np.ndarray | None = None,
+    *,
+    semantic_visual_gate: float = 0.3,
+    block: int = 2048,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Exhaustive duplicate pairs of ``(N, D)`` ``visual`` (and ``(N, Dt)`` ``text``).
+
+    Returns ``({reason: (i, j)}, nn_similarity (N,))``: the input of :func:`resolve_pairs`
+    and every row's nearest-neighbour visual cosine similarity (NaN when N == 1).
+    """
+    n = len(visual)
     vis_raw = np.asarray(visual, dtype=np.float32).reshape(n, -1)  # (N, D)
     vis = _normalise(vis_raw)
     nn = np.full(n, np.nan, np.float32)
@@ -337,15 +360,7 @@ def find_duplicates(
     if cfg.semantic and text is not None and n > 1:
         txt = _normalise(np.asarray(text).reshape(n, -1))  # (N, Dt)
         pairs[SEMANTIC] = _semantic_pairs(vis, txt, cfg, semantic_visual_gate)
-    return resolve_pairs(
-        ids,
-        quality,
-        protected,
-        pairs,
-        nn_similarity=np.clip(nn, -1.0, 1.0),
-        source_size=source_size,
-        source_bitrate=source_bitrate,
-    )
+    return pairs, np.clip(nn, -1.0, 1.0)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -439,89 +454,17 @@ def plot_similarity(report: dict, path: str) -> str:
 
 # --------------------------------------------------------------------------- Prefect task
 
-DUPLICATE_REASON = "duplicate"
-_SOURCE_COLS = ("source_width", "source_height", "source_bitrate")
-
 
 @task(name="dedup", retries=2, retry_delay_seconds=5)
 def dedup_task(out: str, cfg: DedupConfig) -> dict:
-    """Prefect task: dedup over the whole database.
+    """Prefect task: dedup over the whole database (exhaustive below ``cfg.ann_min_rows``
+    candidates, incremental LanceDB ANN search above; see :mod:`worldmill.tasks.dedup_index`).
 
     Candidates are clips that passed every filter (kept, or rejected only as duplicates in
     an earlier run, so verdicts are recomputed as new copies arrive). Clips already in a
     shard are protected: they are never rejected, a new copy of them is the duplicate.
     Returns counts, the similarity report and its plot's path.
     """
-    from worldmill.store import Store
+    from worldmill.tasks.dedup_index import run_dedup
 
-    store = Store(out)
-    cols = ["clip_id", "kept", "reject_reason", "dup_of", "quality_score", "shard"]
-    t = store.clips()
-    have = set(t.schema.names) if t is not None else set()
-    # Source properties (written by process_video since keep-best used them); rows from
-    # older runs lack the columns and rank as unknown.
-    cols += [c for c in ("dup_reason", *_SOURCE_COLS) if c in have]
-    rows = store.clip_rows([*cols, "visual_embedding", "embedding"])
-    cand = [
-        r
-        for r in rows
-        if (r["kept"] or r["reject_reason"] == DUPLICATE_REASON)
-        and r["visual_embedding"] is not None
-    ]
-    if not cand:
-        return {"candidates": 0, "duplicates": 0}
-    ids = [r["clip_id"] for r in cand]
-    visual = np.asarray([r["visual_embedding"] for r in cand], dtype=np.float32)  # (N, D)
-    quality = np.asarray(
-        [r["quality_score"] if r["quality_score"] is not None else np.nan for r in cand],
-        dtype=np.float64,
-    )  # (N,)
-    protected = np.asarray([bool(r["shard"]) for r in cand])  # (N,)
-    source_size = np.asarray(
-        [[r.get("source_width") or 0, r.get("source_height") or 0] for r in cand], np.float64
-    )  # (N, 2)
-    source_bitrate = np.asarray([r.get("source_bitrate") or 0 for r in cand], np.float64)  # (N,)
-    text = None
-    if cfg.semantic and all(r["embedding"] is not None for r in cand):
-        text = np.asarray([r["embedding"] for r in cand], dtype=np.float32)  # (N, 384)
-    res = find_duplicates(
-        ids,
-        visual,
-        quality,
-        protected,
-        cfg,
-        text=text,
-        semantic_visual_gate=cfg.semantic_visual_gate,
-        source_size=source_size,
-        source_bitrate=source_bitrate,
-    )
-    updates = []
-    for r in cand:
-        cid = r["clip_id"]
-        if cid in res.dup_of:
-            new = {
-                "kept": False,
-                "reject_reason": DUPLICATE_REASON,
-                "dup_of": res.dup_of[cid],
-                "dup_reason": res.explain[cid],
-            }
-            if any(r.get(k) != v for k, v in new.items()):
-                updates.append({"clip_id": cid, **new})
-        elif r["reject_reason"] == DUPLICATE_REASON:  # its twin is gone: back in
-            updates.append(
-                {"clip_id": cid, "kept": True, "reject_reason": "", "dup_of": "", "dup_reason": ""}
-            )
-    store.update_clips(updates)
-    report = similarity_report(res.nn_similarity, visual=visual, eps=cfg.eps)
-    os.makedirs(os.path.join(out, "report"), exist_ok=True)
-    plot = plot_similarity(report, os.path.join(out, "report", "dedup_similarity.png"))
-    return {
-        "candidates": len(cand),
-        "duplicates": len(res.dup_of),
-        "by_reason": {
-            k: sum(1 for v in res.reason.values() if v == k) for k in set(res.reason.values())
-        },
-        "changed": len(updates),
-        "report": report,
-        "plot": plot,
-    }
+    return run_dedup(out, cfg)

@@ -180,8 +180,10 @@ def embed_texts(texts: list[str], cfg: EmbedConfig) -> np.ndarray:
 @task(name="embed", retries=2, retry_delay_seconds=5)
 def embed_task(out: str, cfg: EmbedConfig) -> int:
     """Prefect task: caption embeddings for every clip that has none yet (new clips only,
-    so re-runs cost nothing); builds the ANN index once the table is large. Returns the
-    number of clips embedded."""
+    so re-runs cost nothing). Once the table has ``index_min_rows`` rows it makes sure the
+    ``visual_embedding`` ANN index that dedup queries exists: built once, later passes only
+    fold new rows in (:meth:`Store.ensure_vector_index`). Returns the number of clips
+    embedded."""
     from worldmill.store import Store
 
     store = Store(out)

@@ -3,7 +3,8 @@
 * k: ``cfg.n_topics`` when > 0, else chosen from the data: the best cosine silhouette over
   k = 2 .. min(10, n-1) (plus ``round(sqrt(n/2))`` for large n), scored on at most 2000
   sampled rows; the final k-means is fitted on at most 5000 sampled rows, then every clip
-  is assigned; k = 1 when no k reaches a silhouette of ``MIN_SILHOUETTE`` (the
+  is assigned (in chunks; the Prefect task streams the embeddings from LanceDB in
+  batches, so 1M x 384-d clips never sit in memory at once); k = 1 when no k reaches a silhouette of ``MIN_SILHOUETTE`` (the
   captions do not form separate groups). n = 1 -> one topic; n = 2 -> two topics only when
   the two captions are far apart (cosine distance > 0.5).
 * Deterministic: fixed seeds; topics are numbered by size (0 = largest), ties by smallest
@@ -19,12 +20,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 from prefect import task
 
 from worldmill.config import TaxonomyConfig
 
 MIN_SILHOUETTE = 0.1
 FIT_ROWS = 5000  # k-means is fitted on at most this many sampled rows (then all assigned)
+ASSIGN_CHUNK = 50_000  # rows per k-means assignment chunk (and per streamed read batch)
 SEP = " · "
 _TOKEN = r"(?u)\b[^\W\d_][^\W\d_]+\b"  # words of >= 2 letters, no digits
 
@@ -39,22 +42,37 @@ def _n_distinct(x: np.ndarray) -> int:
     return len(np.unique(r.view(np.dtype((np.void, r.itemsize * r.shape[1])))))
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int = 0, fit_rows: int = FIT_ROWS) -> np.ndarray:
-    """k-means labels ``(N,)``; fitted on at most ``fit_rows`` sampled rows, then assigned."""
+def _fit(x: np.ndarray, k: int, seed: int = 0, fit_rows: int = FIT_ROWS):
+    """k-means fitted on at most ``fit_rows`` sampled rows of ``(N, D)`` ``x``."""
     from sklearn.cluster import KMeans
 
     n = len(x)
     rows = np.arange(n)
     if n > fit_rows:
         rows = np.sort(np.random.default_rng(seed).choice(n, fit_rows, replace=False))
-    return KMeans(n_clusters=k, random_state=seed, n_init=4).fit(x[rows]).predict(x)
+    return KMeans(n_clusters=k, random_state=seed, n_init=4).fit(x[rows])
 
 
-def choose_k(x: np.ndarray, max_k: int = 10, seed: int = 0) -> int:
-    """Number of topics for unit-norm ``(N, D)`` embeddings (see module doc)."""
+def _assign(km, x: np.ndarray, chunk: int = ASSIGN_CHUNK) -> np.ndarray:
+    """Nearest k-means centre of each row of ``(N, D)`` ``x``, ``chunk`` rows at a time."""
+    return np.concatenate(
+        [km.predict(x[s : s + chunk]) for s in range(0, len(x), chunk)] or [np.zeros(0, int)]
+    )
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int = 0, fit_rows: int = FIT_ROWS) -> np.ndarray:
+    """k-means labels ``(N,)``; fitted on at most ``fit_rows`` sampled rows, then assigned."""
+    return _assign(_fit(x, k, seed, fit_rows), x)
+
+
+def choose_k(x: np.ndarray, max_k: int = 10, seed: int = 0, n_total: int | None = None) -> int:
+    """Number of topics for unit-norm ``(N, D)`` embeddings (see module doc).
+
+    ``x`` may be a sample of ``n_total`` rows (the ``sqrt(n/2)`` candidate uses ``n_total``).
+    """
     from sklearn.metrics import silhouette_score
 
-    n = len(x)
+    n = len(x) if n_total is None else n_total
     n_distinct = _n_distinct(x)
     if n <= 1 or n_distinct <= 1:
         return 1
@@ -65,8 +83,8 @@ def choose_k(x: np.ndarray, max_k: int = 10, seed: int = 0) -> int:
     if n > 200:
         ks.add(min(n_distinct, max(2, round(math.sqrt(n / 2)))))
     best_k, best_s = 1, MIN_SILHOUETTE
-    if n > 2000:  # score candidate k on a sample
-        x = x[np.sort(np.random.default_rng(seed).choice(n, 2000, replace=False))]
+    if len(x) > 2000:  # score candidate k on a sample
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), 2000, replace=False))]
     for k in sorted(ks):
         labels = _kmeans(x, k, seed)
         if len(np.unique(labels)) < 2:
@@ -86,9 +104,13 @@ def topic_labels(captions: list[str], labels: np.ndarray, n_terms: int) -> dict[
     """c-TF-IDF labels: ``{topic: "term · term · term"}`` for topics ``0..max(labels)``."""
     from sklearn.feature_extraction.text import CountVectorizer
 
+    labels = np.asarray(labels)
     topics = sorted(int(t) for t in np.unique(labels))
+    # One document per topic: its captions in input order (one stable sort, not K scans).
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], topics + [topics[-1] + 1] if topics else [])
     docs = [
-        " ".join(c for c, lab in zip(captions, labels, strict=True) if lab == t) for t in topics
+        " ".join(captions[i] for i in order[bounds[m] : bounds[m + 1]]) for m in range(len(topics))
     ]
     out = {t: f"topic {t}" for t in topics}
     try:
@@ -138,24 +160,33 @@ def build_taxonomy(
     if n == 0:
         return {}
     x = _normalise(np.asarray(text_emb).reshape(n, -1))  # (N, D)
-    if cfg.n_topics > 0:
-        n_distinct = _n_distinct(x)
-        k = max(1, min(cfg.n_topics, n_distinct))
-    else:
-        k = choose_k(x)
-    raw = np.zeros(n, dtype=np.int64) if k == 1 else _kmeans(x, k)  # (N,)
-
-    # Renumber: largest topic first, ties by smallest member id.
-    uniq = np.unique(raw)
-    key = {
-        u: (-int((raw == u).sum()), min(i for i, r in zip(ids, raw, strict=True) if r == u))
-        for u in uniq
-    }
-    remap = {u: rank for rank, u in enumerate(sorted(uniq, key=lambda u: key[u]))}
-    topics = np.array([remap[r] for r in raw], dtype=np.int64)
-
+    km = _fit_topics(x, n, cfg)
+    raw = np.zeros(n, dtype=np.int64) if km is None else _assign(km, x)  # (N,)
+    topics = _renumber(np.asarray(ids, dtype=str), raw)
     names = topic_labels(captions, topics, cfg.labels_per_topic)
     return {i: (int(t), names[int(t)]) for i, t in zip(ids, topics, strict=True)}
+
+
+def _fit_topics(sample: np.ndarray, n: int, cfg: TaxonomyConfig):
+    """k-means model over unit-norm ``sample`` (all rows when ``n`` <= ``FIT_ROWS``, else a
+    seeded sample of the ``n``), or None for a single topic."""
+    if cfg.n_topics > 0:
+        k = max(1, min(cfg.n_topics, _n_distinct(sample)))
+    else:
+        k = choose_k(sample, n_total=n)
+    return None if k == 1 else _fit(sample, k)
+
+
+def _renumber(ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Topic numbers by size (0 = largest), ties by smallest member id; vectorised."""
+    if len(raw) == 0:
+        return raw.astype(np.int64)
+    uniq, inv, counts = np.unique(raw, return_inverse=True, return_counts=True)
+    by_id = np.argsort(ids, kind="stable")
+    _, first = np.unique(inv[by_id], return_index=True)  # (U,) rank of each topic's min id
+    rank = np.empty(len(uniq), np.int64)
+    rank[np.lexsort((first, -counts))] = np.arange(len(uniq))
+    return rank[inv.ravel()]
 
 
 # --------------------------------------------------------------------------- Prefect task
@@ -169,25 +200,53 @@ def taxonomy_task(out: str, cfg: TaxonomyConfig) -> int:
     from worldmill.store import Store
 
     store = Store(out)
-    rows = [
-        r
-        for r in store.clip_rows(["clip_id", "caption", "embedding", "cluster", "topic"])
-        if r["embedding"] is not None and r["caption"]  # rejected clips carry no caption
-    ]
-    if not rows:
+    where = "embedding IS NOT NULL AND caption IS NOT NULL AND caption != ''"
+    n = store.count("clips", where)  # rejected clips carry no caption
+    if n == 0:
         return 0
-    emb = np.asarray([r["embedding"] for r in rows], dtype=np.float32)  # (N, 384)
-    topics = build_taxonomy(
-        [r["clip_id"] for r in rows], [r["caption"] or "" for r in rows], emb, cfg
-    )
-    updates = [
+    meta = store.clip_table(["clip_id", "caption", "cluster", "topic"], where=where)
+    ids = meta["clip_id"].to_numpy(zero_copy_only=False).astype(str)
+    row_of = {c: i for i, c in enumerate(ids)}
+    # Pass 1: the k-means sample (all rows up to FIT_ROWS), streamed.
+    pick = np.arange(n)
+    if n > FIT_ROWS:
+        pick = np.sort(np.random.default_rng(0).choice(n, FIT_ROWS, replace=False))
+    want = np.zeros(n, bool)
+    want[pick] = True
+    sample = np.zeros((len(pick), 0), np.float32)
+    parts: dict[int, np.ndarray] = {}
+    for batch, rows in _embedding_batches(store, where, row_of):
+        sel = want[rows]
+        if sel.any():
+            parts.update(zip(rows[sel].tolist(), _normalise(batch[sel]), strict=True))
+    sample = np.stack([parts[r] for r in pick]) if parts else sample  # (S, 384)
+    km = _fit_topics(sample, n, cfg)
+    # Pass 2: assign every clip, batch by batch.
+    raw = np.zeros(n, np.int64)
+    if km is not None:
+        for batch, rows in _embedding_batches(store, where, row_of):
+            raw[rows] = _assign(km, _normalise(batch))
+    topics = _renumber(ids, raw)
+    captions = meta["caption"].fill_null("").to_pylist()
+    names = topic_labels(captions, topics, cfg.labels_per_topic)
+    label = np.asarray([names[int(t)] for t in range(int(topics.max()) + 1)], dtype=object)
+    old_c = meta["cluster"].cast(pa.int64()).fill_null(-1).to_numpy()
+    old_t = meta["topic"].fill_null("").to_numpy(zero_copy_only=False)
+    changed = (old_c != topics) | (old_t != label[topics])
+    store.update_clip_columns(
         {
-            "clip_id": r["clip_id"],
-            "cluster": topics[r["clip_id"]][0],
-            "topic": topics[r["clip_id"]][1],
+            "clip_id": ids[changed],
+            "cluster": topics[changed].astype(np.int32),
+            "topic": label[topics[changed]],
         }
-        for r in rows
-        if (r["cluster"], r["topic"]) != topics[r["clip_id"]]
-    ]
-    store.update_clips(updates)
-    return len({c for c, _ in topics.values()})
+    )
+    return len(np.unique(topics))
+
+
+def _embedding_batches(store, where: str, row_of: dict[str, int]):
+    """Yield ``((B, 384) float32 embeddings, (B,) rows of them)`` streamed from LanceDB."""
+    for batch in store.clip_batches(["clip_id", "embedding"], where, ASSIGN_CHUNK):
+        col = batch["embedding"]
+        emb = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+        rows = np.fromiter((row_of[c] for c in batch["clip_id"].to_pylist()), np.int64)
+        yield emb, rows

@@ -108,6 +108,11 @@ class DedupConfig(StrictModel):
     # A semantic pair must also be visually related (visual cosine distance below this):
     # template-like captions alone would merge unrelated footage.
     semantic_visual_gate: float = Field(0.3, gt=0, lt=2)
+    # Above this many candidate clips, candidate pairs come from the LanceDB ANN index,
+    # searched incrementally (new clips only); below it, exhaustive search (exact).
+    ann_min_rows: int = Field(20_000, ge=1)
+    ann_neighbours: int = Field(10, ge=2)  # neighbours fetched per new clip
+    ann_nprobes: int = Field(20, ge=1)  # IVF partitions searched per query
 
 
 class TaxonomyConfig(StrictModel):

@@ -228,6 +228,11 @@ def main() -> int:
         help="instead of the sample corpus: this many minutes of 720p footage (cached)",
     )
     ap.add_argument("--skip-st", action="store_true", help="skip the 1-process split+transcode")
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the DAG on the two-decode path (WORLDMILL_ONEPASS=0) first",
+    )
     a = ap.parse_args()
     work = Path(a.workdir)
     if a.long_minutes:
@@ -265,36 +270,44 @@ def main() -> int:
 
     c0 = _child_cpu()
     t_dec = decode_pass(videos)
-    c1 = _child_cpu()
+    c1 = c1_dec = _child_cpu()
     print(f"ffmpeg decode alone: {t_dec:.2f} s wall, {c1 - c0:.1f} CPU s")
     t_ff = ffmpeg_pass(videos, work / "ffmpeg", cfg)
     c2 = _child_cpu()
     w, h = output_size(videos[0], cfg.transcode)
     print(f"ffmpeg decode+encode pass at {w}x{h}: {t_ff:.2f} s wall, {c2 - c1:.1f} CPU s")
 
-    t0 = time.perf_counter()
-    r = subprocess.run(
-        [sys.executable, "-m", "worldmill.cli", "curate", str(raw), "--out", str(work / "dag")],
-        capture_output=True,
-        text=True,
-    )
-    t_dag = time.perf_counter() - t0
-    c3 = _child_cpu()
-    if r.returncode != 0:
-        print(r.stderr[-2000:])
-        return 1
-    inner = next((ln for ln in r.stdout.splitlines() if "finished in" in ln), "")
-    m = re.search(r"finished in ([\d.]+) s", inner)
-    t_flow = float(m.group(1)) if m else float("nan")
-    print(
-        f"whole DAG (worldmill curate): {t_dag:.2f} s CLI wall incl. start-up, "
-        f"{t_flow:.1f} s flow alone, {c3 - c2:.1f} CPU s"
-    )
-    print(
-        f"ratio DAG / decode+encode pass: {t_dag / t_ff:.2f}x wall ({t_flow / t_ff:.2f}x flow "
-        f"alone)  (target <= 1.5x); DAG / decode alone: {t_dag / t_dec:.2f}x"
-    )
-    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    runs = [("two-decode path (WORLDMILL_ONEPASS=0)", "0")] if a.compare else []
+    runs.append(("one-decode path" if a.compare else "default", "1"))
+    for label, onepass in runs:
+        dag = work / f"dag{onepass}"
+        shutil.rmtree(dag, ignore_errors=True)
+        c0 = _child_cpu()
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            [sys.executable, "-m", "worldmill.cli", "curate", str(raw), "--out", str(dag)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "WORLDMILL_ONEPASS": onepass},
+        )
+        t_dag = time.perf_counter() - t0
+        c1 = _child_cpu()
+        if r.returncode != 0:
+            print(r.stderr[-2000:])
+            return 1
+        inner = next((ln for ln in r.stdout.splitlines() if "finished in" in ln), "")
+        m = re.search(r"finished in ([\d.]+) s", inner)
+        t_flow = float(m.group(1)) if m else float("nan")
+        print(
+            f"whole DAG, {label}: {t_dag:.2f} s CLI wall incl. start-up, "
+            f"{t_flow:.1f} s flow alone, {c1 - c0:.1f} CPU s"
+        )
+        print(
+            f"  ratio DAG / decode+encode pass: {t_dag / t_ff:.2f}x wall "
+            f"({t_flow / t_ff:.2f}x flow alone; {(c1 - c0) / (c2 - c1_dec):.2f}x CPU s)  "
+            f"(target <= 1.5x); DAG / decode alone: {t_dag / t_dec:.2f}x wall"
+        )
+        print(f"  load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -119,7 +119,7 @@ def transcode_clips(
                 c.error("transcode", str(e2))
     for c in todo:
         if c.kept:
-            _fill_info(c)
+            _fill_info(c) if spool is None else _fill_from_spool(c, spool)
     return clips
 
 
@@ -213,6 +213,19 @@ def _fill_info(c: Clip) -> None:
         c.error("transcode", f"output unreadable: {e}")
         return
     c.width, c.height, c.fps, c.num_frames = info.width, info.height, info.fps, info.num_frames
+
+
+def _fill_from_spool(c: Clip, spool: Spool) -> None:
+    """Size, rate and frame count of a clip cut from the spool, without an ffprobe per clip:
+    the spool's frames ``k`` with ``start <= k / rate < end`` (keyframes are forced at
+    exactly those times, which tests/tasks/test_onepass.py checks against ffprobe)."""
+    if not os.path.getsize(c.clip_uri):
+        c.error("transcode", "output unreadable: empty file")
+        return
+    r = float(spool.rate)
+    c.width, c.height, c.fps = spool.width, spool.height, r
+    # Cut times go to ffmpeg in ms; it rounds them to the nearest frame of the 1/rate base.
+    c.num_frames = round(round(c.end_s, 3) * r) - round(round(c.start_s, 3) * r)
 
 
 def _stderr(r: subprocess.CompletedProcess) -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from worldmill.config import SplitConfig, TranscodeConfig
 from worldmill.media import InfraError, MediaError, decode_frames, probe
-from worldmill.records import OK, Video
+from worldmill.records import OK, Clip, Video
 from worldmill.synth import write_video
 from worldmill.tasks import onepass
 from worldmill.tasks.split import decode_analysis, split_video
@@ -57,6 +57,11 @@ def test_one_decode_splits_cuts_and_feeds_stages(tmp_path, monkeypatch):
         transcode_clips(v, clips, str(out), tc, dec.spool)
         # Frame-exact clips from the spool, with the right content in each.
         assert [c.num_frames for c in clips] == [60, 60, 60]
+        assert [probe(c.clip_uri).num_frames for c in clips] == [60, 60, 60]
+        # Cut times between frames (a long shot split in equal pieces): still counted right.
+        odd = [Clip("vid_0100", "vid", 0.0, 1.3521), Clip("vid_0101", "vid", 1.3521, 4.0187)]
+        transcode_clips(v, odd, str(tmp_path / "odd"), tc, dec.spool)
+        assert [c.num_frames for c in odd] == [probe(c.clip_uri).num_frames for c in odd]
         assert all((c.width, c.height) == (114, 64) for c in clips)
         means = [decode_frames(c.clip_uri, 32, 18).mean() for c in clips]
         assert np.allclose(means, [44, 204, 114], atol=6)

@@ -231,7 +231,7 @@ def main() -> int:
     ap.add_argument(
         "--compare",
         action="store_true",
-        help="also run the DAG on the two-decode path (WORLDMILL_ONEPASS=0) first",
+        help="also run the DAG on the two-decode path (WORLDMILL_ONEPASS=0), after",
     )
     a = ap.parse_args()
     work = Path(a.workdir)
@@ -277,8 +277,9 @@ def main() -> int:
     w, h = output_size(videos[0], cfg.transcode)
     print(f"ffmpeg decode+encode pass at {w}x{h}: {t_ff:.2f} s wall, {c2 - c1:.1f} CPU s")
 
-    runs = [("two-decode path (WORLDMILL_ONEPASS=0)", "0")] if a.compare else []
-    runs.append(("one-decode path" if a.compare else "default", "1"))
+    runs = [("one-decode path (default)", "1")]
+    if a.compare:
+        runs.append(("two-decode path (WORLDMILL_ONEPASS=0)", "0"))
     for label, onepass in runs:
         dag = work / f"dag{onepass}"
         shutil.rmtree(dag, ignore_errors=True)

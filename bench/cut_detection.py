@@ -39,6 +39,25 @@ def _cpu_s() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
+ONEPASS = False  # --onepass: worldmill's frames come from the DAG's one-decode pass
+
+
+def _detect(path: str, method: str) -> list[float]:
+    """Boundary times; with ONEPASS, worldmill detects on the frames of
+    ``tasks/onepass.decode_once`` (the curate DAG's decode) instead of its own decode."""
+    if not (ONEPASS and method == "worldmill"):
+        return detect_boundaries(path, SplitConfig(method=method))
+    from worldmill.config import TranscodeConfig
+    from worldmill.tasks import onepass
+    from worldmill.tasks.ingest import inspect_file
+    from worldmill.tasks.split import analyse_frames
+
+    v = inspect_file(path, "")
+    with tempfile.TemporaryDirectory() as tmp:
+        with onepass.decode_once(v, SplitConfig(), TranscodeConfig(), tmp) as dec:
+            return [t.time_s for t in analyse_frames(dec.analysis, dec.fps)]
+
+
 def run_corpus(corpus: Path, repeat: int = 3, tol: float = 0.5) -> dict[str, Any]:
     """Score both methods on one generated corpus directory; returns per-method totals."""
     gt = json.loads((corpus / "ground_truth.json").read_text())
@@ -72,7 +91,7 @@ def run_corpus(corpus: Path, repeat: int = 3, tol: float = 0.5) -> dict[str, Any
         for _ in range(repeat):
             for m in METHODS:
                 w0, c0 = time.perf_counter(), _cpu_s()
-                pred[m] = detect_boundaries(path, SplitConfig(method=m))
+                pred[m] = _detect(path, m)
                 w, c = time.perf_counter() - w0, _cpu_s() - c0
                 best[m] = (min(best[m][0], w), min(best[m][1], c))
         truth = v["cuts_s"]
@@ -158,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timing runs per file (min kept)")
     ap.add_argument("--tol", type=float, default=0.5, help="match tolerance, seconds")
     ap.add_argument("--corpus", default="", help="use this generated corpus directory")
+    ap.add_argument(
+        "--onepass",
+        action="store_true",
+        help="worldmill detects on the curate DAG's one-decode frames (tasks/onepass.py)",
+    )
     a = ap.parse_args(argv)
+    global ONEPASS
+    ONEPASS = a.onepass
     seeds = _seeds(a.seeds) if a.seeds else [a.seed]
     total = None
     with tempfile.TemporaryDirectory(prefix="cutbench-") as tmp:

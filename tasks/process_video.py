@@ -19,9 +19,10 @@ from pathlib import Path
 from prefect import task
 
 from worldmill.config import CurateConfig, StageSpec
-from worldmill.media import ClipView
-from worldmill.records import FAILED, Clip, Video
+from worldmill.media import ClipView, MediaError
+from worldmill.records import FAILED, OK, Clip, Video
 from worldmill.stages import load_stages, run_stages_batch, to_json_value
+from worldmill.tasks import onepass
 from worldmill.tasks.actions import attach_actions
 from worldmill.tasks.split import split_video
 from worldmill.tasks.transcode import transcode_clips
@@ -39,25 +40,25 @@ def staging_dir(out: str) -> Path:
 def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
     """Pure pipeline for one video; every clip comes back, kept or with its reject reason."""
     t0 = time.perf_counter()
-    clips = split_video(video, cfg.split)
-    if video.status == FAILED:
-        return video, clips
-    for c in clips:
-        c.source_path = video.path
-        # Source resolution and bitrate: dedup's keep-best ranks copies by these before
-        # any score measured on the (same-size) transcodes.
-        c.extra["source_width"], c.extra["source_height"] = video.width, video.height
-        c.extra["source_bitrate"] = video.bit_rate
     clip_dir = os.path.join(cfg.out, "clips", video.video_id)
-    transcode_clips(video, clips, clip_dir, cfg.transcode)
-    attach_actions(video, clips)  # rollout videos: per-frame actions from their sidecar
-    visual = VISUAL_STAGE.model_copy(update={"module": cfg.embed.visual_module})
-    stages = load_stages([*cfg.stages, visual])
-    # Clips rejected before transcode (too short) or whose transcode failed have no file.
-    todo = [c for c in clips if c.clip_uri]
-    views = [ClipView(c.clip_uri, fps=c.fps, width=c.width, height=c.height) for c in todo]
-    done = {c.clip_id: c for c in run_stages_batch(todo, views, stages)}
-    clips = [done.get(c.clip_id, c) for c in clips]
+    if video.status == OK and onepass.eligible(video, cfg.split, cfg.transcode, clip_dir):
+        try:
+            with onepass.decode_once(video, cfg.split, cfg.transcode, clip_dir) as dec:
+                clips = _split_transcode(video, cfg, clip_dir, dec)
+                views = {c.clip_id: dec.clip_view(c) for c in clips if c.clip_uri}
+                clips = _run_stages(clips, views, cfg)
+        except MediaError as e:  # the source does not decode: as the detector would say
+            return video.fail("split", str(e)), []
+    else:  # detect, then transcode: the source is decoded twice
+        clips = _split_transcode(video, cfg, clip_dir, None)
+        if video.status == FAILED:
+            return video, clips
+        views = {
+            c.clip_id: ClipView(c.clip_uri, fps=c.fps, width=c.width, height=c.height)
+            for c in clips
+            if c.clip_uri
+        }
+        clips = _run_stages(clips, views, cfg)
     kept = sum(c.kept for c in clips)
     log.info(
         "%s: %d clips, %d kept (%.1f s of video in %.1f s)",
@@ -68,6 +69,36 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
         time.perf_counter() - t0,
     )
     return video, clips
+
+
+def _split_transcode(
+    video: Video, cfg: CurateConfig, clip_dir: str, dec: onepass.Decoded | None
+) -> list[Clip]:
+    """Stages 2-3: the clip list, and a file for every kept clip."""
+    clips = split_video(video, cfg.split, (dec.analysis, dec.fps) if dec else None)
+    if video.status == FAILED:
+        return clips
+    for c in clips:
+        c.source_path = video.path
+        # Source resolution and bitrate: dedup's keep-best ranks copies by these before
+        # any score measured on the (same-size) transcodes.
+        c.extra["source_width"], c.extra["source_height"] = video.width, video.height
+        c.extra["source_bitrate"] = video.bit_rate
+    transcode_clips(video, clips, clip_dir, cfg.transcode, dec.spool if dec else None)
+    if dec is not None:
+        dec.spool.path.unlink(missing_ok=True)  # encoded: free its disk space now
+    attach_actions(video, clips)  # rollout videos: per-frame actions from their sidecar
+    return clips
+
+
+def _run_stages(clips: list[Clip], views: dict[str, ClipView], cfg: CurateConfig) -> list[Clip]:
+    """Stages 4-5 on every clip that has a file (too-short clips and failed transcodes
+    have none), the visual descriptor last."""
+    visual = VISUAL_STAGE.model_copy(update={"module": cfg.embed.visual_module})
+    stages = load_stages([*cfg.stages, visual])
+    todo = [c for c in clips if c.clip_id in views]
+    done = {c.clip_id: c for c in run_stages_batch(todo, [views[c.clip_id] for c in todo], stages)}
+    return [done.get(c.clip_id, c) for c in clips]
 
 
 def write_staging(out: str, video: Video, clips: list[Clip]) -> str:

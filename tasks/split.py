@@ -405,6 +405,19 @@ def _fps_from_log(log_text: str) -> float:
     return 0.0
 
 
+def no_frames_message(log_text: str, returncode: int, path: str) -> str:
+    """A readable reason why ffmpeg decoded no frame, from its log (the path hidden)."""
+    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
+    if any("matches no streams" in ln for ln in lines):
+        reason = "no video stream"
+    elif not lines:
+        reason = f"exit code {returncode}"
+    else:
+        err = [ln for ln in lines if "rror" in ln or "nvalid" in ln or "not found" in ln]
+        reason = (err or lines)[-1]
+    return f"no frames decoded ({reason.replace(path, '<file>')})"
+
+
 def decode_analysis(
     path: str, width: int = 64, info: ProbeInfo | None = None, timeout: float = 3600
 ) -> tuple[np.ndarray, float]:
@@ -445,15 +458,7 @@ def decode_analysis(
     log_text = r.stderr.decode(errors="replace")
     n = len(r.stdout) // (w * h * 3)
     if n == 0:
-        lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
-        if any("matches no streams" in ln for ln in lines):
-            reason = "no video stream"
-        elif not lines:
-            reason = f"exit code {r.returncode}"
-        else:
-            err = [ln for ln in lines if "rror" in ln or "nvalid" in ln or "not found" in ln]
-            reason = (err or lines)[-1]
-        raise MediaError(f"no frames decoded ({reason.replace(path, '<file>')})")
+        raise MediaError(no_frames_message(log_text, r.returncode, path))
     fps = info.fps if info is not None and info.fps > 0 else _fps_from_log(log_text)
     if fps <= 0:
         raise MediaError("video stream has no frame rate")
@@ -608,13 +613,23 @@ def plan_clips(
     return out
 
 
-def split_video(video: Video, cfg: SplitConfig) -> list[Clip]:
+def split_video(
+    video: Video, cfg: SplitConfig, frames: tuple[np.ndarray, float] | None = None
+) -> list[Clip]:
     """Detect shots in ``video`` and return every candidate clip (too-short ones rejected
     with ``reject_reason="split"`` and ``extra["split_reason"]="too_short"``). An unreadable
     video is marked ``video.fail("split", message)`` and gives ``[]``; never raises for a bad
-    file."""
+    file.
+
+    ``frames``: ``(analysis frames (T, h, w, 3) uint8 RGB, fps)`` already decoded by the
+    one-pass decoder (:mod:`worldmill.tasks.onepass`); the worldmill detector then runs on
+    them instead of decoding the video itself."""
     if video.status != OK:
         return []
+    if frames is not None:
+        arr, fps = frames
+        trans = analyse_frames(arr, fps, cfg.threshold)
+        return _plan_video_clips(video, cfg, trans, len(arr) / fps)
     path = video.local_path or video.path
     info = None
     if video.fps > 0 and video.width > 0 and video.height > 0 and video.duration_s > 0:
@@ -626,6 +641,12 @@ def split_video(video: Video, cfg: SplitConfig) -> list[Clip]:
     except MediaError as e:
         video.fail("split", str(e))
         return []
+    return _plan_video_clips(video, cfg, trans, duration)
+
+
+def _plan_video_clips(
+    video: Video, cfg: SplitConfig, trans: list[Transition], duration: float
+) -> list[Clip]:
     if duration <= 0:
         video.fail("split", "video has no duration")
         return []

@@ -24,10 +24,14 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worldmill.config import TranscodeConfig
 from worldmill.media import InfraError, MediaError, even, ffmpeg_bin, probe
 from worldmill.records import Clip, Video
+
+if TYPE_CHECKING:
+    from worldmill.tasks.onepass import Spool
 
 log = logging.getLogger(__name__)
 
@@ -87,37 +91,52 @@ def _filters(video: Video, cfg: TranscodeConfig) -> str:
 
 
 def transcode_clips(
-    video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig
+    video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig, spool: Spool | None = None
 ) -> list[Clip]:
     """Write every kept clip of ``video`` to ``out_dir/<clip_id>.mp4`` and fill in its
     ``clip_uri``, size, fps and frame count. Failures that are the clip's are recorded on
-    the clips; infrastructure failures raise :class:`InfraError` (an ``OSError``)."""
+    the clips; infrastructure failures raise :class:`InfraError` (an ``OSError``).
+
+    ``spool``: the video's frames already decoded at the output size (the one-pass
+    decoder's raw file): the encoder reads them instead of decoding the source again."""
     todo = [c for c in clips if c.kept]
     if not todo:
         return clips
     os.makedirs(out_dir, exist_ok=True)
-    src = os.path.abspath(video.local_path or video.path)
+    if spool is not None:
+        src, inp, vf, end = str(spool.path), spool.input_args(), [], spool.duration_s
+    else:
+        src = os.path.abspath(video.local_path or video.path)
+        inp, vf, end = [], ["-vf", _filters(video, cfg)], video.duration_s
     try:
-        _segment_pass(src, video, todo, out_dir, cfg)
+        _segment_pass(src, inp, vf, end, video, todo, out_dir, cfg)
     except (MediaError, RuntimeError, subprocess.TimeoutExpired) as e:
         log.warning("segment pass failed for %s (%s); cutting clips one by one", video.video_id, e)
         for c in todo:
             try:
-                _single_clip(src, video, c, out_dir, cfg)
+                _single_clip(src, inp, vf, c, out_dir, cfg)
             except (MediaError, RuntimeError, subprocess.TimeoutExpired) as e2:
                 c.error("transcode", str(e2))
     for c in todo:
         if c.kept:
-            _fill_info(c)
+            _fill_info(c) if spool is None else _fill_from_spool(c, spool)
     return clips
 
 
 def _segment_pass(
-    src: str, video: Video, clips: list[Clip], out_dir: str, cfg: TranscodeConfig
+    src: str,
+    inp: list[str],
+    vf: list[str],
+    end: float,
+    video: Video,
+    clips: list[Clip],
+    out_dir: str,
+    cfg: TranscodeConfig,
 ) -> None:
+    """One encoder over the whole input (``inp``: input options, ``vf``: filter options,
+    ``end``: its duration in seconds) writing one segment per span between boundaries."""
     # Segment boundaries: every clip start/end. Segment k spans [bounds[k], bounds[k+1]].
     cuts = sorted({round(t, 3) for c in clips for t in (c.start_s, c.end_s)})
-    end = video.duration_s
     times = [t for t in cuts if 0 < t < end - 1e-3]
     bounds = [0.0, *times, end]
     tmp = Path(tempfile.mkdtemp(prefix=f"{SEG_PREFIX}{video.video_id}_", dir=out_dir))
@@ -128,6 +147,7 @@ def _segment_pass(
         "error",
         "-nostdin",
         "-y",
+        *inp,
         "-i",
         src,
         "-map",
@@ -136,7 +156,7 @@ def _segment_pass(
         "-sn",
         "-dn",
     ]
-    cmd += ["-vf", _filters(video, cfg), *encoder_args(cfg)]
+    cmd += [*vf, *encoder_args(cfg)]
     if times:
         ts = ",".join(f"{t:.3f}" for t in times)
         cmd += ["-force_key_frames", ts, "-f", "segment", "-segment_times", ts]
@@ -147,7 +167,7 @@ def _segment_pass(
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=max(600, 10 * end))
         if r.returncode != 0:
-            _raise_if_infra(r, src, tmp)
+            raise_if_infra(r, src, tmp)
             raise RuntimeError(_stderr(r) or "ffmpeg failed")
         produced = sorted(tmp.glob("*.mp4"))
         if len(produced) != len(bounds) - 1:
@@ -168,17 +188,19 @@ def _segment_pass(
         shutil.rmtree(tmp, ignore_errors=True)  # gap segments, or a failed pass's files
 
 
-def _single_clip(src: str, video: Video, c: Clip, out_dir: str, cfg: TranscodeConfig) -> None:
+def _single_clip(
+    src: str, inp: list[str], vf: list[str], c: Clip, out_dir: str, cfg: TranscodeConfig
+) -> None:
     dest = os.path.join(out_dir, f"{c.clip_id}.mp4")
     part = f"{dest}.{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
-    cmd = [ffmpeg_bin(), "-v", "error", "-nostdin", "-y", "-ss", f"{c.start_s:.3f}", "-i", src]
-    cmd += ["-t", f"{c.duration_s:.3f}", "-map", "0:v:0", "-an", "-sn", "-dn"]
-    cmd += ["-vf", _filters(video, cfg), *encoder_args(cfg), part]
+    cmd = [ffmpeg_bin(), "-v", "error", "-nostdin", "-y", "-ss", f"{c.start_s:.3f}", *inp]
+    cmd += ["-i", src, "-t", f"{c.duration_s:.3f}", "-map", "0:v:0", "-an", "-sn", "-dn"]
+    cmd += [*vf, *encoder_args(cfg), part]
     r = subprocess.run(cmd, capture_output=True, timeout=max(300, 10 * c.duration_s))
     if r.returncode != 0 or not os.path.exists(part):
         with contextlib.suppress(OSError):
             os.unlink(part)
-        _raise_if_infra(r, src, Path(out_dir))
+        raise_if_infra(r, src, Path(out_dir))
         raise RuntimeError(_stderr(r) or "ffmpeg failed")
     os.replace(part, dest)
     c.clip_uri = dest
@@ -193,11 +215,24 @@ def _fill_info(c: Clip) -> None:
     c.width, c.height, c.fps, c.num_frames = info.width, info.height, info.fps, info.num_frames
 
 
+def _fill_from_spool(c: Clip, spool: Spool) -> None:
+    """Size, rate and frame count of a clip cut from the spool, without an ffprobe per clip:
+    the spool's frames ``k`` with ``start <= k / rate < end`` (keyframes are forced at
+    exactly those times, which tests/tasks/test_onepass.py checks against ffprobe)."""
+    if not os.path.getsize(c.clip_uri):
+        c.error("transcode", "output unreadable: empty file")
+        return
+    r = float(spool.rate)
+    c.width, c.height, c.fps = spool.width, spool.height, r
+    # Cut times go to ffmpeg in ms; it rounds them to the nearest frame of the 1/rate base.
+    c.num_frames = round(round(c.end_s, 3) * r) - round(round(c.start_s, 3) * r)
+
+
 def _stderr(r: subprocess.CompletedProcess) -> str:
     return r.stderr.decode(errors="replace").strip()[-400:]
 
 
-def _raise_if_infra(r: subprocess.CompletedProcess, src: str, work_dir: Path) -> None:
+def raise_if_infra(r: subprocess.CompletedProcess, src: str, work_dir: Path) -> None:
     """Raise InfraError when a failed ffmpeg run says nothing about the clip: the source was
     probed fine at ingest, so a signal, a full disk or a vanished directory is the machine's."""
     if r.returncode < 0:

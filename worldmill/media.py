@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 
@@ -223,6 +224,20 @@ def decode_bytes(
     return np.stack(frames)
 
 
+def _shrink(frames: np.ndarray, width: int, height: int | None, gray: bool) -> np.ndarray:
+    """``(T, H, W, 3)`` RGB -> ``(T, h, width, 3)`` (``(T, h, width)`` gray), area filter."""
+    t, h, w, _ = frames.shape
+    if height is None:
+        height = even(h * width / w)
+    out = np.empty((t, height, width) if gray else (t, height, width, 3), np.uint8)
+    for i in range(t):
+        f = frames[i]
+        if (w, h) != (width, height):
+            f = cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA)
+        out[i] = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) if gray else f
+    return out
+
+
 class ClipView:
     """Lazy, cached access to one transcoded clip's frames, shared by all per-clip stages
     so that the clip is decoded at most once per (size, fps) however many stages look."""
@@ -243,8 +258,30 @@ class ClipView:
             height = None
             if self.width and self.height:
                 height = even(self.height * width / self.width)
-            self._cache[key] = decode_frames(self.uri, width, height, fps=sample_fps, gray=gray)
+            wider = self._wider(width, sample_fps)
+            if wider is not None:  # same frames already held larger: shrink, do not decode
+                self._cache[key] = _shrink(wider, width, height, gray)
+            else:
+                self._cache[key] = decode_frames(self.uri, width, height, fps=sample_fps, gray=gray)
         return self._cache[key]
+
+    def put(self, frames: np.ndarray, width: int, sample_fps: float | None) -> None:
+        """Hand the view ``(T, H, W, 3)`` RGB frames already decoded at ``width`` and
+        ``sample_fps`` (the one-pass decoder does): ``frames`` at that key, and at any
+        smaller width of the same rate, are then served without decoding the clip file."""
+        self._cache[(width, sample_fps, False)] = frames
+
+    def _wider(self, width: int, sample_fps: float | None) -> np.ndarray | None:
+        """A cached RGB array of the same frame rate at least ``width`` wide, if any."""
+        best = None
+        for key, arr in self._cache.items():
+            if len(key) != 3 or not isinstance(key[0], int) or not isinstance(arr, np.ndarray):
+                continue  # a memo (``("flow", 160)``), not frames
+            w, f, g = key
+            if f == sample_fps and not g and w >= width and arr.ndim == 4:
+                if best is None or w < best.shape[2]:
+                    best = arr
+        return best
 
     def clear(self) -> None:
         """Drop every cached frame array and memo (frees memory between stage batches)."""

@@ -1,0 +1,113 @@
+"""tasks/onepass.py: one decode feeds detection, the encoder and the per-clip stages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worldmill.config import SplitConfig, TranscodeConfig
+from worldmill.media import InfraError, MediaError, decode_frames, probe
+from worldmill.records import OK, Clip, Video
+from worldmill.synth import write_video
+from worldmill.tasks import onepass
+from worldmill.tasks.split import decode_analysis, split_video
+from worldmill.tasks.transcode import transcode_clips
+
+FPS = 24
+
+
+def _video(tmp_path, levels=(40, 200, 110), n=60) -> Video:
+    """Flat noisy shots of ``n`` frames each, hard cuts between them (160x90, 24 fps)."""
+    rng = np.random.default_rng(3)
+    frames = np.concatenate(
+        [
+            np.full((n, 90, 160, 3), v, np.uint8)
+            + rng.integers(0, 9, (n, 90, 160, 3), dtype=np.uint8)
+            for v in levels
+        ]
+    )
+    src = write_video(tmp_path / "src 'a'.mp4", frames, FPS)
+    i = probe(str(src))
+    return Video(
+        "vid",
+        str(src),
+        "s",
+        status=OK,
+        duration_s=i.duration_s,
+        width=i.width,
+        height=i.height,
+        fps=i.fps,
+        num_frames=i.num_frames,
+    )
+
+
+def test_one_decode_splits_cuts_and_feeds_stages(tmp_path, monkeypatch):
+    v = _video(tmp_path)
+    split, tc = SplitConfig(min_clip_s=1.0), TranscodeConfig(height=64)
+    out = tmp_path / "clips"
+    assert onepass.eligible(v, split, tc, str(out))
+    with onepass.decode_once(v, split, tc, str(out)) as dec:
+        # The detector sees the frames its own decode gives (same count, same raster).
+        ref, _ = decode_analysis(v.path, split.analysis_width)
+        assert dec.analysis.shape == ref.shape == (180, 36, 64, 3)
+        assert np.abs(dec.analysis.astype(int) - ref).mean() < 2.0
+        clips = split_video(v, split, (dec.analysis, dec.fps))
+        assert [(c.start_s, c.end_s) for c in clips] == [(0, 2.5), (2.5, 5.0), (5.0, 7.5)]
+        assert (dec.spool.width, dec.spool.height, dec.spool.n_frames) == (114, 64, 180)
+        transcode_clips(v, clips, str(out), tc, dec.spool)
+        # Frame-exact clips from the spool, with the right content in each.
+        assert [c.num_frames for c in clips] == [60, 60, 60]
+        assert [probe(c.clip_uri).num_frames for c in clips] == [60, 60, 60]
+        # Cut times between frames (a long shot split in equal pieces): still counted right.
+        odd = [Clip("vid_0100", "vid", 0.0, 1.3521), Clip("vid_0101", "vid", 1.3521, 4.0187)]
+        transcode_clips(v, odd, str(tmp_path / "odd"), tc, dec.spool)
+        assert [c.num_frames for c in odd] == [probe(c.clip_uri).num_frames for c in odd]
+        assert all((c.width, c.height) == (114, 64) for c in clips)
+        means = [decode_frames(c.clip_uri, 32, 18).mean() for c in clips]
+        assert np.allclose(means, [44, 204, 114], atol=6)
+        # Stages read the already-decoded 4-fps frames: no clip file is decoded again.
+        monkeypatch.setattr(
+            "worldmill.media.decode_frames", lambda *a, **k: pytest.fail("clip decoded")
+        )
+        for c, level in zip(clips, (44, 204, 114), strict=True):
+            view = dec.clip_view(c)
+            f320 = view.frames(width=320, sample_fps=4.0)
+            assert f320.shape == (10, 180, 320, 3) and abs(f320.mean() - level) < 6
+            assert view.frames(width=160, sample_fps=4.0).shape == (10, 90, 160, 3)
+            assert view.frames(width=160, sample_fps=4.0, gray=True).shape == (10, 90, 160)
+            assert view.keyframes(3, 320).shape == (3, 180, 320, 3)
+        tmp = dec.spool.path.parent
+        assert tmp.is_dir()
+    assert not tmp.exists()  # raw files removed on exit
+    assert sorted(p.name for p in out.iterdir()) == [f"vid_000{i}.mp4" for i in range(3)]
+
+
+def test_not_eligible_falls_back_to_two_decodes(tmp_path, monkeypatch):
+    v = _video(tmp_path, levels=(40,), n=24)
+    split, tc = SplitConfig(), TranscodeConfig(height=64)
+    assert not onepass.eligible(v, SplitConfig(method="fixed"), tc, str(tmp_path))
+    assert not onepass.eligible(v, split, TranscodeConfig(fps=12), str(tmp_path))
+    monkeypatch.setattr(onepass, "SPOOL_MAX_BYTES", 1000)  # the spool would be too big
+    assert not onepass.eligible(v, split, tc, str(tmp_path))
+    monkeypatch.setattr(onepass, "SPOOL_MAX_BYTES", 1 << 40)
+    monkeypatch.setenv("WORLDMILL_ONEPASS", "0")
+    assert not onepass.eligible(v, split, tc, str(tmp_path))
+
+
+def test_killed_decoder_is_infrastructure_and_bad_file_is_media(tmp_path, monkeypatch):
+    from tests.tasks.test_transcode import _fake_ffmpeg
+
+    v = _video(tmp_path, levels=(40,), n=24)
+    split, tc = SplitConfig(), TranscodeConfig(height=64)
+    out = tmp_path / "clips"
+    real = onepass.ffmpeg_bin()
+    monkeypatch.setattr(onepass, "ffmpeg_bin", lambda: _fake_ffmpeg(tmp_path, "kill -KILL $$"))
+    with pytest.raises(InfraError, match="killed by signal 9"):
+        with onepass.decode_once(v, split, tc, str(out)):
+            pass
+    assert list(out.iterdir()) == []  # no temp files left
+    monkeypatch.setattr(onepass, "ffmpeg_bin", lambda: real)
+    open(v.path, "wb").write(b"\x00" * 1000)
+    with pytest.raises(MediaError, match="no frames decoded"):
+        with onepass.decode_once(v, split, tc, str(out)):
+            pass

@@ -17,6 +17,8 @@ KINDS: dict[str, str] = {
     "tokenizer": "worldmill.training.kinds.tokenizer",
     "ar": "worldmill.training.kinds.ar",
     "diffusion": "worldmill.training.kinds.diffusion",
+    "lam": "worldmill.training.kinds.lam",
+    "dynamics": "worldmill.training.kinds.dynamics",
 }
 
 

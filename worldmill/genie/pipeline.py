@@ -33,6 +33,12 @@ GENIE = "genie"  # what `worldmill train genie` / the train/genie deployment nam
 STAGES: tuple[str, ...] = ("tokenizer", "lam", "dynamics")  # training order; stage = kind
 STATE = "genie.json"
 METRICS = "metrics.json"
+# Where the chain's defaults differ from a stage kind's own: the dynamics model reads
+# discrete tokens, so the tokenizer is DV, with FSQ's ~2^10-code level set (8*5*5*5 = 1000
+# codes, Genie's tokenizer has 1024) instead of the kind's 2^16.
+STAGE_DEFAULTS: dict[str, dict] = {
+    "tokenizer": {"model": {"kind": "dv", "fsq_levels": [8, 5, 5, 5]}},
+}
 
 
 def genie_config_class() -> type[StrictModel]:
@@ -40,10 +46,13 @@ def genie_config_class() -> type[StrictModel]:
     kinds' specs, hence torch: call it after argument parsing)."""
     from worldmill.training.registry import get_spec
 
+    def default(cls: type[StrictModel], stage: str):
+        return lambda: cls.model_validate(STAGE_DEFAULTS.get(stage, {}))
+
     fields: dict[str, Any] = {}
     for stage in STAGES:
         cls = get_spec(stage).config
-        fields[stage] = (cls, Field(default_factory=cls))
+        fields[stage] = (cls, Field(default_factory=default(cls, stage)))
     return create_model(
         "GenieConfig",
         __base__=StrictModel,
@@ -91,6 +100,15 @@ def genie_config(
                 )
         if sub.init_from:
             raise ConfigError(f"{stage}.init_from: not supported in a genie chain")
+    # What the dynamics stage would refuse only after hours of upstream training:
+    tok = cfg.tokenizer.model
+    if tok.kind != "dv":
+        raise ConfigError("tokenizer.model.kind: the dynamics model needs a DV tokenizer")
+    if cfg.lam.data.size % tok.spatial_compression:
+        raise ConfigError(
+            f"lam.data.size ({cfg.lam.data.size}): the frame size must be divisible by "
+            f"tokenizer.model.spatial_compression ({tok.spatial_compression})"
+        )
     return cfg
 
 

@@ -38,14 +38,15 @@ def _attempts(run, stage) -> list[dict]:
         ("run.steps=5", "address a stage"),
         ("dynamics.lam=/some/run", "dynamics.lam"),
         ("tokenizer.model.kind=cv", "tokenizer.model.kind"),
-        ("lam.data.size=36", "lam.data.size"),
+        ("lam.data.size=72 tokenizer.model.spatial_compression=16", "lam.data.size"),
     ],
 )
 def test_bad_values_exit_2_naming_the_key_before_any_work(
     override, key, shards, tmp_path, capsys
 ):
     out = tmp_path / "genie"
-    argv = ["genie", "--data", str(shards), "--out", str(out), "--set", override]
+    argv = ["genie", "--data", str(shards), "--out", str(out)]
+    argv += [x for item in override.split() for x in ("--set", item)]
     assert cli.main(argv) == 2
     assert key in capsys.readouterr().err
     assert not out.exists()

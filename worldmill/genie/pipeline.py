@@ -13,9 +13,9 @@ dynamics model's ``tokenizer`` and ``lam`` runs) are the flow's to set: ``RUN/<k
 
 Reuse (``stage_plan``): a stage whose run folder holds a finished run with the same config,
 trained on the same upstream checkpoints (fingerprints recorded in ``genie.json``), is
-reused as it is; one with the same config but unfinished resumes from its latest
-checkpoint (a retry); anything else -- a new folder, a changed config, an upstream that was
-retrained -- trains from scratch.
+reused as it is; one with the same config but unfinished (or a larger ``run.steps``)
+resumes from its latest checkpoint; anything else -- a new folder, a changed config, an
+upstream that was retrained -- trains from scratch.
 """
 
 from __future__ import annotations
@@ -151,23 +151,30 @@ def upstream_prints(stage: str, run: str | Path) -> dict[str, str | None]:
 
 def stage_plan(stage: str, stage_cfg: dict, run: str | Path, state: dict) -> str:
     """What the chain does with ``RUN/<stage>``: ``reuse`` (finished, same config, same
-    upstream checkpoints), ``resume`` (same config and upstreams, unfinished) or ``train``
-    (from scratch)."""
+    upstream checkpoints), ``resume`` (same config but for a ``run.steps`` beyond its latest
+    checkpoint, same upstreams: interrupted, or to train longer) or ``train`` (from
+    scratch)."""
     from worldmill.training import checkpoint
 
     sub = Path(run) / stage
     cfg_path = sub / "config.json"
-    if not cfg_path.is_file() or json.loads(cfg_path.read_text()) != stage_cfg:
+    if not cfg_path.is_file():
         return "train"
+    old = json.loads(cfg_path.read_text())
     recorded = state.get("stages", {}).get(stage, {}).get("upstream")
-    if recorded != upstream_prints(stage, run):
-        return "train"  # trained on other upstream checkpoints (or not by this chain)
     ck = checkpoint.latest(sub)
-    if ck is None:
-        return "train"
-    if ck[1]["step"] >= stage_cfg["run"]["steps"] and (sub / METRICS).is_file():
+    if recorded != upstream_prints(stage, run) or ck is None:
+        return "train"  # trained on other upstream checkpoints (or not by this chain)
+    done, steps = ck[1]["step"], stage_cfg["run"]["steps"]
+    if old == stage_cfg and done >= steps and (sub / METRICS).is_file():
         return "reuse"
-    return "resume"
+    if _without_steps(old) == _without_steps(stage_cfg) and done < steps:
+        return "resume"  # interrupted, or asked to train longer: the loop continues to steps
+    return "train"
+
+
+def _without_steps(cfg: dict) -> dict:
+    return {**cfg, "run": {k: v for k, v in cfg["run"].items() if k != "steps"}}
 
 
 def encode_cache(data: str | Path, run: str | Path, dyn_cfg: dict, state: dict, log=print) -> Path:

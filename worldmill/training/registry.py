@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # the spec module imports torch; listing kinds must not
 KINDS: dict[str, str] = {
     "tokenizer": "worldmill.training.kinds.tokenizer",
     "ar": "worldmill.training.kinds.ar",
+    "lam": "worldmill.training.kinds.lam",
+    "dynamics": "worldmill.training.kinds.dynamics",
 }
 
 

@@ -90,3 +90,29 @@ def tiny_overrides(kind: str, upstream_run) -> list[str]:
         for field, up in spec.upstream.items()
     ]
     return list(spec.tiny) + ups
+
+
+def tiny_genie(steps: int = 4) -> list[str]:
+    """``stage.key=value`` overrides for ``worldmill train genie``: every stage's tiny
+    config (the dynamics kind's tiny tokenizer), 1 process, ``steps`` steps."""
+    from worldmill.genie.pipeline import STAGES
+
+    dyn = get_spec("dynamics")
+    out = []
+    for stage in STAGES:
+        extra = dyn.tiny_upstream.get(stage, ()) if stage in dyn.upstream else ()
+        for item in (*get_spec(stage).tiny, *extra, "run.nproc=1", f"run.steps={steps}"):
+            out.append(f"{stage}.{item}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def genie_run(shards, tmp_path_factory) -> Path:
+    """A tiny genie run folder (RUN/tokenizer, RUN/lam, RUN/dynamics) made by the genie flow
+    on ``shards``, once per session. Tests may train its dynamics stage longer (it stays a
+    finished genie run)."""
+    from worldmill.flows.genie import genie
+
+    run = tmp_path_factory.mktemp("genie") / "run"
+    genie(data=str(shards), out=str(run), overrides=tiny_genie())
+    return run

@@ -1,6 +1,7 @@
 """``worldmill train genie``: one flow trains tokenizer -> lam -> encode -> dynamics into
 RUN/<stage> as Prefect subflows; a second run reuses every finished stage; a longer
-dynamics run resumes only that stage; bad values exit 2 naming the key before any work."""
+dynamics run resumes only that stage; a retrained upstream retrains what read it; bad
+values exit 2 naming the key before any work."""
 
 from __future__ import annotations
 
@@ -8,21 +9,9 @@ import json
 
 import pytest
 
+from tests.conftest import tiny_genie
 from worldmill.genie import pipeline as gp
 from worldmill.training import cli
-from worldmill.training.registry import get_spec
-
-
-def tiny_genie(steps: int = 4) -> list[str]:
-    """``stage.key=value`` overrides: every stage's tiny config (the dynamics kind's tiny
-    tokenizer), 1 process, ``steps`` steps."""
-    dyn = get_spec("dynamics")
-    out = []
-    for stage in gp.STAGES:
-        extra = dyn.tiny_upstream.get(stage, ()) if stage in dyn.upstream else ()
-        for item in (*get_spec(stage).tiny, *extra, "run.nproc=1", f"run.steps={steps}"):
-            out.append(f"{stage}.{item}")
-    return out
 
 
 def _attempts(run, stage) -> list[dict]:
@@ -41,9 +30,7 @@ def _attempts(run, stage) -> list[dict]:
         ("lam.data.size=72 tokenizer.model.spatial_compression=16", "lam.data.size"),
     ],
 )
-def test_bad_values_exit_2_naming_the_key_before_any_work(
-    override, key, shards, tmp_path, capsys
-):
+def test_bad_values_exit_2_naming_the_key_before_any_work(override, key, shards, tmp_path, capsys):
     out = tmp_path / "genie"
     argv = ["genie", "--data", str(shards), "--out", str(out)]
     argv += [x for item in override.split() for x in ("--set", item)]
@@ -52,11 +39,10 @@ def test_bad_values_exit_2_naming_the_key_before_any_work(
     assert not out.exists()
 
 
-def test_genie_flow_trains_every_stage_then_reuses_them(shards, tmp_path):
+def test_genie_flow_trains_every_stage_then_reuses_them(genie_run, shards):
     from worldmill.flows.genie import genie
 
-    run = tmp_path / "genie"
-    m = genie(data=str(shards), out=str(run), overrides=tiny_genie())
+    run = genie_run
     for stage in gp.STAGES:
         cfg = json.loads((run / stage / "config.json").read_text())
         assert cfg["kind"] == stage and cfg["run"]["steps"] == 4
@@ -64,32 +50,61 @@ def test_genie_flow_trains_every_stage_then_reuses_them(shards, tmp_path):
     dyn_cfg = json.loads((run / "dynamics" / "config.json").read_text())
     assert dyn_cfg["tokenizer"] == str(run / "tokenizer") and dyn_cfg["lam"] == str(run / "lam")
     # RUN/metrics.json is the dynamics run's; the encode stage made the cache it trained on
-    assert m == json.loads((run / "metrics.json").read_text())
+    m = json.loads((run / "metrics.json").read_text())
     assert m == json.loads((run / "dynamics" / "metrics.json").read_text())
     state = json.loads((run / gp.STATE).read_text())
-    assert (run / "dynamics" / "genie_cache.npz").is_file()
-    assert state["stages"]["encode"]["cache"] == str(run / "dynamics" / "genie_cache.npz")
+    cache = run / "dynamics" / "genie_cache.npz"
+    assert state["stages"]["encode"]["cache"] == str(cache) and cache.is_file()
     assert state["config"]["lam"]["run"]["steps"] == 4
 
     # Again: every stage is finished with the same config -> nothing is trained.
-    cache = (run / "dynamics" / "genie_cache.npz").stat().st_mtime_ns
+    stamp = cache.stat().st_mtime_ns
     assert genie(data=str(shards), out=str(run), overrides=tiny_genie()) == m
     for stage in gp.STAGES:
         assert len(_attempts(run, stage)) == 1, stage
-    assert (run / "dynamics" / "genie_cache.npz").stat().st_mtime_ns == cache
+    assert cache.stat().st_mtime_ns == stamp
 
     # Train the dynamics longer: tokenizer and lam are reused, dynamics resumes at step 4.
-    over = [*tiny_genie(), "dynamics.run.steps=6"]
-    m6 = genie(data=str(shards), out=str(run), overrides=over)
+    m6 = genie(data=str(shards), out=str(run), overrides=[*tiny_genie(), "dynamics.run.steps=6"])
     assert [a["start_step"] for a in _attempts(run, "dynamics")] == [0, 4]
     assert len(_attempts(run, "tokenizer")) == len(_attempts(run, "lam")) == 1
     assert m6["steps"] == 6 == json.loads((run / "metrics.json").read_text())["steps"]
+    assert cache.stat().st_mtime_ns == stamp
 
-    # A changed lam config retrains lam from scratch, and so the dynamics stage that read it
-    # (its own config is unchanged: the recorded lam checkpoint is not).
-    over = [*tiny_genie(), "dynamics.run.steps=6", "lam.run.seed=1"]
-    genie(data=str(shards), out=str(run), overrides=over)
+
+def test_stage_plan_follows_config_and_upstream_checkpoints(genie_run):
+    """What a re-run would do with the finished dynamics stage, as its config or the
+    checkpoints it was trained on change."""
+    run = genie_run
+    state = gp.read_state(run)
+    cfg = json.loads((run / "dynamics" / "config.json").read_text())
+    steps = cfg["run"]["steps"]
+    assert gp.stage_plan("dynamics", cfg, run, state) == "reuse"
+    longer = {**cfg, "run": {**cfg["run"], "steps": steps + 2}}
+    assert gp.stage_plan("dynamics", longer, run, state) == "resume"
+    shorter = {**cfg, "run": {**cfg["run"], "steps": steps - 1}}
+    assert gp.stage_plan("dynamics", shorter, run, state) == "train"
+    wider = {**cfg, "model": {**cfg["model"], "hidden": cfg["model"]["hidden"] * 2}}
+    assert gp.stage_plan("dynamics", wider, run, state) == "train"
+    # lam retrained since (its checkpoint is not the one dynamics was trained on)
+    other = json.loads(json.dumps(state))
+    other["stages"]["dynamics"]["upstream"]["lam"] = "step_00000004:0000"
+    assert gp.stage_plan("dynamics", cfg, run, other) == "train"
+    assert gp.stage_plan("dynamics", cfg, run, {"stages": {}}) == "train"  # not this chain's
+    tok_cfg = json.loads((run / "tokenizer" / "config.json").read_text())
+    assert gp.stage_plan("tokenizer", tok_cfg, run, state) == "reuse"
+
+
+@pytest.mark.slow
+def test_changed_lam_retrains_lam_and_dynamics_through_the_flow(shards, tmp_path):
+    from worldmill.flows.genie import genie
+
+    run = tmp_path / "genie"
+    genie(data=str(shards), out=str(run), overrides=tiny_genie())
+    cache = run / "dynamics" / "genie_cache.npz"
+    stamp = cache.stat().st_mtime_ns
+    genie(data=str(shards), out=str(run), overrides=[*tiny_genie(), "lam.run.seed=1"])
     assert len(_attempts(run, "tokenizer")) == 1
     assert [a["start_step"] for a in _attempts(run, "lam")] == [0, 0]
-    assert [a["start_step"] for a in _attempts(run, "dynamics")][-1] == 0
-    assert (run / "dynamics" / "genie_cache.npz").stat().st_mtime_ns != cache
+    assert [a["start_step"] for a in _attempts(run, "dynamics")] == [0, 0]
+    assert cache.stat().st_mtime_ns != stamp

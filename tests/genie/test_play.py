@@ -25,12 +25,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 
 @pytest.fixture(scope="module")
-def genie_run(tiny_run):
-    """A finished tiny dynamics run (with its tiny DV tokenizer and lam runs)."""
-    return tiny_run("dynamics")
-
-
-@pytest.fixture(scope="module")
 def clip_frame(shards, tmp_path_factory):
     """A PNG of a middle frame of a training clip (a frame of a rollout)."""
     from worldmill.training import data

@@ -40,10 +40,14 @@ def test_bad_values_exit_2_naming_the_key_before_any_work(override, key, shards,
     assert not out.exists()
 
 
-def test_genie_flow_trains_every_stage_then_reuses_them(genie_run, shards):
+def test_genie_flow_chains_the_stages_then_reuses_them(genie_run, shards):
+    """The session's genie run: tokenizer and lam were finished runs with the same configs
+    (reused), the flow encoded and trained the dynamics stage on them."""
     from worldmill.flows.genie import genie
 
     run = genie_run
+    state = json.loads((run / gp.STATE).read_text())
+    assert set(state["stages"]) == {"encode", "dynamics"}  # what this chain trained
     for stage in gp.STAGES:
         cfg = json.loads((run / stage / "config.json").read_text())
         assert cfg["kind"] == stage and cfg["run"]["steps"] == 4
@@ -53,7 +57,6 @@ def test_genie_flow_trains_every_stage_then_reuses_them(genie_run, shards):
     # RUN/metrics.json is the dynamics run's; the encode stage made the cache it trained on
     m = json.loads((run / "metrics.json").read_text())
     assert m == json.loads((run / "dynamics" / "metrics.json").read_text())
-    state = json.loads((run / gp.STATE).read_text())
     cache = run / "dynamics" / "genie_cache.npz"
     assert state["stages"]["encode"]["cache"] == str(cache) and cache.is_file()
     assert state["config"]["lam"]["run"]["steps"] == 4
@@ -94,7 +97,9 @@ def test_longer_dynamics_resumes_and_a_changed_lam_retrains_through_the_flow(sha
     from worldmill.flows.genie import genie
 
     run = tmp_path / "genie"
-    genie(data=str(shards), out=str(run), overrides=tiny_genie())
+    genie(data=str(shards), out=str(run), overrides=tiny_genie())  # every stage trained
+    for stage in gp.STAGES:
+        assert [a["start_step"] for a in _attempts(run, stage)] == [0]
     cache = run / "dynamics" / "genie_cache.npz"
     stamp = cache.stat().st_mtime_ns
     # Train the dynamics longer: tokenizer and lam are reused, dynamics resumes at step 4.

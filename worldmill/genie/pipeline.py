@@ -12,8 +12,9 @@ bad value fails before any work, naming the key. The upstream fields of a stage 
 dynamics model's ``tokenizer`` and ``lam`` runs) are the flow's to set: ``RUN/<kind>``.
 
 Reuse (``stage_plan``): a stage whose run folder holds a finished run with the same config,
-trained on the same upstream checkpoints (fingerprints recorded in ``genie.json``), is
-reused as it is; one with the same config but unfinished (or a larger ``run.steps``)
+trained on the same upstream checkpoints (fingerprints recorded in ``genie.json``; a stage
+without upstreams, like a tokenizer run put there by hand, needs no record), is reused as
+it is; one with the same config but unfinished (or a larger ``run.steps``)
 resumes from its latest checkpoint; anything else -- a new folder, a changed config, an
 upstream that was retrained -- trains from scratch.
 """
@@ -163,7 +164,7 @@ def stage_plan(stage: str, stage_cfg: dict, run: str | Path, state: dict) -> str
     old = json.loads(cfg_path.read_text())
     recorded = state.get("stages", {}).get(stage, {}).get("upstream")
     ck = checkpoint.latest(sub)
-    if recorded != upstream_prints(stage, run) or ck is None:
+    if ck is None or (upstream_fields(stage) and recorded != upstream_prints(stage, run)):
         return "train"  # trained on other upstream checkpoints (or not by this chain)
     done, steps = ck[1]["step"], stage_cfg["run"]["steps"]
     if old == stage_cfg and done >= steps and (sub / METRICS).is_file():

@@ -10,6 +10,9 @@ against a running Prefect server (``PREFECT_API_URL``)::
     python -m worldmill.deployments.train ar --data /data/curated/shards \
         --tokenizer /runs/tok-dv --out /runs/ar        # train/ar: world model on DV tokens
 
+    python -m worldmill.deployments.train genie --data /data/rollouts/shards \
+        --out /runs/genie --set lam.run.steps=2000      # train/genie: the whole genie chain
+
 The stored parameters are validated with the same config models before registering, so a
 deployment can never carry a bad value.
 """
@@ -30,9 +33,13 @@ def parameters(
     overrides: list[str] | None = None,
 ) -> dict:
     """Flow parameters for ``train``; raises ConfigError if the config would not validate."""
+    from worldmill.genie.pipeline import GENIE, genie_config
     from worldmill.training.registry import resolve_config
 
-    resolve_config(kind, config_path, overrides)  # fail here, not on the worker
+    if kind == GENIE:  # every stage's config (stage.key=value overrides)
+        genie_config(config_path, overrides)
+    else:
+        resolve_config(kind, config_path, overrides)  # fail here, not on the worker
     return {
         "kind": kind,
         "data": str(Path(data).absolute()),
@@ -55,7 +62,7 @@ def deploy(params: dict, pool: str = POOL, name: str | None = None) -> str:
         work_pool_name=pool,
         parameters=params,
         description=f"Train a {params['kind']} on curate shards (resumes from the latest "
-        "checkpoint of its run folder).",
+        "checkpoint of its run folder; genie: reuses finished stages).",
         tags=["worldmill", "train", params["kind"]],
         print_next_steps=False,
     )

@@ -22,6 +22,7 @@ from prefect.artifacts import (
 )
 from prefect.runtime import task_run
 
+from worldmill.genie.pipeline import GENIE
 from worldmill.training import launch
 from worldmill.training.loop import FIGURES
 from worldmill.training.registry import resolve_config
@@ -97,7 +98,15 @@ def train(
 ) -> dict:
     """Train a model of ``kind`` (see ``worldmill.training.registry.kinds()``) on curate shards
     ``data`` into run folder ``out`` (checkpoints/, log.jsonl, metrics.json, figures).
+    ``kind="genie"`` runs the genie chain (``worldmill.flows.genie``: tokenizer, lam,
+    encode, dynamics in ``out/<stage>``; overrides address a stage, ``lam.run.steps=100``).
     Returns the metrics."""
+    if kind == GENIE:
+        from worldmill.flows.genie import genie
+
+        return genie(
+            data=data, out=out, config_path=config_path, overrides=overrides, config=config
+        )
     cfg = resolve_config(kind, config_path, overrides, config)  # fails fast on bad values
     launch.write_run_config(out, cfg)
     trainer = run_trainer.with_options(retries=cfg.run.retries)

@@ -90,3 +90,35 @@ def tiny_overrides(kind: str, upstream_run) -> list[str]:
         for field, up in spec.upstream.items()
     ]
     return list(spec.tiny) + ups
+
+
+def tiny_genie(steps: int = 4) -> list[str]:
+    """``stage.key=value`` overrides for ``worldmill train genie``: every stage's tiny
+    config, the tokenizer and lam exactly as ``tiny_run`` makes them (so the chain can reuse
+    the session's runs), the dynamics stage in 1 process; ``steps`` steps."""
+    from worldmill.genie.pipeline import STAGES
+
+    dyn = get_spec("dynamics")
+    out = []
+    for stage in STAGES:
+        extra = dyn.tiny_upstream.get(stage, ()) if stage in dyn.upstream else ()
+        nproc = ("run.nproc=1",) if stage == "dynamics" else ()
+        for item in (*get_spec(stage).tiny, *extra, *nproc, f"run.steps={steps}"):
+            out.append(f"{stage}.{item}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def genie_run(shards, tiny_run, tmp_path_factory) -> Path:
+    """A tiny genie run folder made by the genie flow on ``shards``, once per session: its
+    tokenizer and lam stages are the session's ``tiny_run`` runs (linked in; the flow
+    reuses them: same configs), the flow trains the encode and dynamics stages."""
+    from worldmill.flows.genie import genie
+
+    run = tmp_path_factory.mktemp("genie") / "run"
+    run.mkdir()
+    dyn = get_spec("dynamics")
+    (run / "tokenizer").symlink_to(tiny_run("tokenizer", dyn.tiny_upstream["tokenizer"]))
+    (run / "lam").symlink_to(tiny_run("lam"))
+    genie(data=str(shards), out=str(run), overrides=tiny_genie())
+    return run

@@ -9,6 +9,7 @@ worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--re
 worldmill generate --model RUN --prompt "..." [--image PNG | --video MP4] --out OUT.mp4
 worldmill guard prompt "TEXT" | guard video IN.mp4 --out OUT.mp4   # guardrails alone; exit 3 = refused
 worldmill rollouts ENV --episodes N --steps T --out DIR [--policy sticky|random] [--seed S]
+worldmill play --model RUN --image PNG [--port 8765]   # play a genie world in the browser
 """
 
 from __future__ import annotations
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         from worldmill.rollouts.cli import main as rollouts_main
 
         return rollouts_main(argv[1:])
+    if argv and argv[0] == "play":
+        from worldmill.genie.play import main as play_main
+
+        return play_main(argv[1:])
     if argv and argv[0] == "deploy":
         from worldmill.deployments.curate import main as deploy_main
 
@@ -230,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("encode", help="encode a shard set to latents/tokens with a trained tokenizer")
     sub.add_parser("generate", help="generate a world from a trained run (see --help)")
     sub.add_parser("guard", help="run the prompt or video guardrails alone (see --help)")
+    sub.add_parser("play", help="play a trained genie world in the browser (see --help)")
 
     args = p.parse_args(argv)
     return args.fn(args)

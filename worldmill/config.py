@@ -213,6 +213,7 @@ def load_config(
     model: type[StrictModel] = CurateConfig,
     path: str | Path | None = None,
     overrides: list[str] | None = None,
+    /,  # positional only: a config section may itself be called ``model`` (training kinds)
     **fields: Any,
 ) -> Any:
     """Build a validated config: defaults < YAML file < keyword fields < overrides."""

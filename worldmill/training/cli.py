@@ -1,6 +1,10 @@
 """``worldmill train <kind> --data SHARDS --out RUN [--config FILE] [--set k=v] [--resume]``
 and ``worldmill encode --run RUN --data SHARDS --out LATENTS``.
 
+``worldmill train genie`` runs the genie chain (tokenizer, lam, encode, dynamics in
+RUN/<stage>, finished stages reused; ``worldmill.flows.genie``): ``--set`` addresses a
+stage (``--set lam.run.steps=100``) and the config YAML has a section per stage.
+
 Runs the Prefect ``train`` flow (tracked, retried, artifacts). ``--no-prefect`` runs the
 same torchrun trainer directly (no retries, no artifacts) for quick local debugging.
 Exit codes: 0 ok, 2 bad configuration (nothing was started), 1 training failed.
@@ -17,12 +21,15 @@ import sys
 from pathlib import Path
 
 from worldmill.config import ConfigError
+from worldmill.genie.pipeline import GENIE
 from worldmill.training.registry import UPSTREAM_FIELDS, kinds
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="worldmill train", description=__doc__.splitlines()[0])
-    ap.add_argument("kind", choices=kinds(), help="what to train")
+    ap.add_argument(
+        "kind", choices=[*kinds(), GENIE], help="what to train (genie: the whole genie chain)"
+    )
     ap.add_argument("--data", required=True, help="curate shards folder (SHARDS/**/*.tar)")
     ap.add_argument("--out", required=True, help="run folder (checkpoints/, metrics.json, ...)")
     ap.add_argument("--config", help="run config YAML")
@@ -52,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
+    if a.kind == GENIE:
+        return genie_main(a)
     # Imported here: Prefect and torch load in ~seconds; `--help` should not wait for them.
     from worldmill.flows.train import resolve_config, train
     from worldmill.training import launch
@@ -87,6 +96,35 @@ def main(argv: list[str]) -> int:
                 overrides=a.overrides,
                 resume=a.resume,
             )
+    except launch.TrainerFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def genie_main(a: argparse.Namespace) -> int:
+    """``worldmill train genie``: validate every stage's config, then run the chain."""
+    from worldmill.genie.pipeline import genie_config
+    from worldmill.training.data import list_shards
+
+    try:
+        given = [f"--{k}" for k in (*UPSTREAM_FIELDS, "init_from") if getattr(a, k)]
+        if given or a.no_prefect:
+            raise ConfigError(
+                f"{', '.join(given) or '--no-prefect'}: not for genie (the chain trains its "
+                "own upstream runs, as a Prefect flow)"
+            )
+        genie_config(a.config, a.overrides)
+        list_shards(a.data)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from worldmill.flows.genie import genie
+    from worldmill.training import launch
+
+    try:
+        metrics = genie(data=a.data, out=a.out, config_path=a.config, overrides=a.overrides)
     except launch.TrainerFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

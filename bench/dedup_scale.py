@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sample", type=int, default=1000, help="recall query clips")
     ap.add_argument("--stages", action="store_true", help="time embed/dedup/taxonomy")
     ap.add_argument("--out", default="", help="store root (default: a temp dir, removed)")
+    ap.add_argument("--ann-min-rows", type=int, default=None, help="dedup.ann_min_rows")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
                 result["recall"] = round(rec["recall"], 4)
                 result["recall_detail"] = rec
         else:
-            cfg = DedupConfig()
+            cfg = DedupConfig(**({"ann_min_rows": args.ann_min_rows} if args.ann_min_rows else {}))
             idx_s, idx_cpu, _ = _timed(embed_task.fn, out, EmbedConfig())  # builds the index
             dd_s, dd_cpu, info = _timed(dedup_task.fn, out, cfg)
             result.update(

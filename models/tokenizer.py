@@ -50,9 +50,8 @@ class TokenizerConfig:
     channel_mult: list[int] = field(default_factory=lambda: [1, 1])  # per stride-2 stage
     blocks_per_level: int = 1  # residual blocks per level
     linear_path: bool = True  # add the linear (PCA-initialisable) patch codec around the convs
-    # Keep the patch codec fixed while training (only the conv residual paths learn): for a
-    # codec fitted through the quantiser (DV), whose small weights Adam's first steps at
-    # lr 1e-3 move by percents each, undoing the fit (bench/RESULTS.md).
+    # Keep the patch codec fixed while training (only the conv residual paths learn): Adam's
+    # first steps at lr 1e-3 move its small fitted weights by percents each (bench/RESULTS.md).
     freeze_linear: bool = False
 
     def __post_init__(self) -> None:

@@ -230,7 +230,7 @@ def test_augment_is_a_deterministic_flip_reverse_and_affine_of_each_clip():
         assert min(fits) < 1e-4
 
 
-def test_dv_run_freezes_its_fitted_codec_and_cv_does_not():
+def test_freeze_linear_is_a_run_option_and_off_by_default():
     from worldmill.training.kinds.tokenizer import build_tokenizer
     from worldmill.training.registry import resolve_config
 
@@ -238,6 +238,5 @@ def test_dv_run_freezes_its_fitted_codec_and_cv_does_not():
         m = build_tokenizer(resolve_config("tokenizer", None, ["model.channels=8", *sets]))
         return all(p.requires_grad for p in m.patch.parameters())
 
-    assert trainable() and trainable("model.kind=dv", "optim.pca_init_clips=0")
-    assert not trainable("model.kind=dv")  # the quantiser-fitted codec stays fixed
-    assert trainable("model.kind=dv", "model.freeze_linear=false")
+    assert trainable() and trainable("model.kind=dv")
+    assert not trainable("model.kind=dv", "model.freeze_linear=true")

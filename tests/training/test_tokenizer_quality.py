@@ -83,9 +83,8 @@ def test_default_cpu_run_beats_bicubic_on_held_out_clips(tmp_path):
     strict=True,  # passes the day the target is met: then drop this mark
     raises=AssertionError,
     reason="not verified: on sample-data --world curate output the fitted start is +2.00 dB / "
-    "+0.08 SSIM over bicubic at equal bytes, but the 600-step run (frozen fitted codec) could "
-    "not be finished under load, and training from the start lowers quality at first "
-    "(bench/RESULTS.md)",
+    "+0.08 SSIM over bicubic at equal bytes and 100 steps end level with it, but the 600-step "
+    "run could not be finished under load (bench/RESULTS.md)",
 )
 def test_default_dv_run_on_curated_sample_data_beats_bicubic_by_2db(tmp_path):
     from worldmill import cli as wm

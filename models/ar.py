@@ -122,7 +122,7 @@ class ARConfig:
 PRESETS: dict[str, ARConfig] = {
     "tiny": ARConfig(vocab_size=64, max_t=4, max_h=4, max_w=4, num_layers=2, hidden_size=32,
                      num_heads=4, prefix_tokens=1, prev_frame=True),
-    "cpu": ARConfig(first_frame_weight=0.2, dropout=0.1, caption_dropout=0.1),
+    "cpu": ARConfig(first_frame_weight=0.2, dropout=0.1, caption_dropout=0.1, copy_logit=6.0),
     "4b": ARConfig(vocab_size=64_000, max_t=5, max_h=40, max_w=64, num_layers=16,
                    hidden_size=4096, num_heads=32, num_query_groups=8, ffn_hidden_size=14336,
                    swiglu=True, rmsnorm=True, prefix_tokens=8),

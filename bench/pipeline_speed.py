@@ -109,7 +109,7 @@ _LONG_VARIANTS = ["null", "hflip", "vflip", "hue=h=90", "crop=iw*0.8:ih*0.8,scal
 def long_corpus(root: Path, minutes: float, height: int = 720) -> Path:
     """``minutes`` of ``height``-p footage in ~2-minute files under ``root/raw`` (cached)."""
     raw = root / "raw"
-    done = root / f"done_{minutes}_{height}"
+    done = root / f"done_{minutes:g}_{height}"  # 10 and 10.0 name the same corpus
     if done.exists():
         return raw
     shutil.rmtree(raw, ignore_errors=True)

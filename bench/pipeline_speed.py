@@ -227,6 +227,7 @@ def main() -> int:
         default=0.0,
         help="instead of the sample corpus: this many minutes of 720p footage (cached)",
     )
+    ap.add_argument("--input", default="", help="use this folder of videos as the corpus")
     ap.add_argument("--skip-st", action="store_true", help="skip the 1-process split+transcode")
     ap.add_argument(
         "--compare",
@@ -235,9 +236,13 @@ def main() -> int:
     )
     a = ap.parse_args()
     work = Path(a.workdir)
-    if a.long_minutes:
+    if a.input:
+        raw = Path(a.input)
+        for sub in ("out", "cache", "st", "ffmpeg", "dag0", "dag1"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+    elif a.long_minutes:
         raw = long_corpus(work / "long", a.long_minutes)
-        for sub in ("out", "cache", "st", "ffmpeg", "dag"):
+        for sub in ("out", "cache", "st", "ffmpeg", "dag0", "dag1"):
             shutil.rmtree(work / sub, ignore_errors=True)
     else:
         shutil.rmtree(work, ignore_errors=True)

@@ -109,7 +109,7 @@ _LONG_VARIANTS = ["null", "hflip", "vflip", "hue=h=90", "crop=iw*0.8:ih*0.8,scal
 def long_corpus(root: Path, minutes: float, height: int = 720) -> Path:
     """``minutes`` of ``height``-p footage in ~2-minute files under ``root/raw`` (cached)."""
     raw = root / "raw"
-    done = root / f"done_{minutes}_{height}"
+    done = root / f"done_{minutes:g}_{height}"  # 10 and 10.0 name the same corpus
     if done.exists():
         return raw
     shutil.rmtree(raw, ignore_errors=True)
@@ -227,6 +227,7 @@ def main() -> int:
         default=0.0,
         help="instead of the sample corpus: this many minutes of 720p footage (cached)",
     )
+    ap.add_argument("--input", default="", help="use this folder of videos as the corpus")
     ap.add_argument("--skip-st", action="store_true", help="skip the 1-process split+transcode")
     ap.add_argument(
         "--compare",
@@ -235,9 +236,13 @@ def main() -> int:
     )
     a = ap.parse_args()
     work = Path(a.workdir)
-    if a.long_minutes:
+    if a.input:
+        raw = Path(a.input)
+        for sub in ("out", "cache", "st", "ffmpeg", "dag0", "dag1"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+    elif a.long_minutes:
         raw = long_corpus(work / "long", a.long_minutes)
-        for sub in ("out", "cache", "st", "ffmpeg", "dag"):
+        for sub in ("out", "cache", "st", "ffmpeg", "dag0", "dag1"):
             shutil.rmtree(work / sub, ignore_errors=True)
     else:
         shutil.rmtree(work, ignore_errors=True)

@@ -189,17 +189,6 @@ def test_edge_precheck_skips_flat_frames():
     assert filter_text.ocr_frames(flat) == (0.0, [], 0)
 
 
-def test_text_line_precheck_fires_on_subtitles_not_on_smooth_scenes():
-    img = cv2.resize(photo("astronaut", 360), (320, 180), interpolation=cv2.INTER_AREA)
-    for scale, thickness in ((0.4, 1), (0.7, 2), (1.6, 3)):  # small subtitle .. title
-        f = img.copy()
-        cv2.putText(f, "See you later", (20, 160), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), thickness, cv2.LINE_AA)  # fmt: skip
-        assert filter_text.has_text_lines(f), scale
-    ramp = np.repeat(np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None], 180, 0)
-    assert not filter_text.has_text_lines(np.repeat(ramp, 3, axis=2))
-
-
 # ----------------------------------------------------------------------------- errors
 
 

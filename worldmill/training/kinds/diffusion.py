@@ -41,7 +41,6 @@ plus ``predict.png`` (rows: real, tokenizer, diffusion, copy-latent baseline) an
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +51,7 @@ from pydantic import Field
 from worldmill.config import ConfigError, StrictModel
 from worldmill.models.dit import PRESETS, DiTConfig, DiTWorldModel, preset
 from worldmill.training import data, latents, metrics
+from worldmill.training.camera import camera_prompts, caption_motion, estimate_camera
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.encode import fit_clip
 from worldmill.training.kinds.ar import TokenData, eval_windows
@@ -144,64 +144,6 @@ class LatentData(TokenData):
     ``{"x": (B, C, frames, size, size) float32, "text": (B, 384)}``."""
 
     array = "latent"
-
-
-# -- camera motion ---------------------------------------------------------------------------
-
-# The offline captioner's words (tasks/caption.py) -> its camera_motion classes.
-_MOTION = [
-    (re.compile(r"\bpan to the left\b"), "pan_left"),
-    (re.compile(r"\bpan to the right\b"), "pan_right"),
-    (re.compile(r"\btilt up\b"), "tilt_up"),
-    (re.compile(r"\btilt down\b"), "tilt_down"),
-    (re.compile(r"\bzoom in\b"), "zoom_in"),
-    (re.compile(r"\bzoom out\b"), "zoom_out"),
-    (re.compile(r"\bstatic shot\b"), "static"),
-]
-# Captioner-style prompts, used when no corpus caption names a motion.
-TEMPLATES = {
-    "pan_left": "A slow pan to the left across a bright scene.",
-    "pan_right": "A slow pan to the right across a bright scene.",
-    "tilt_up": "A slow tilt up over a bright scene.",
-    "tilt_down": "A slow tilt down over a bright scene.",
-    "zoom_in": "A slow zoom in on a bright scene.",
-    "zoom_out": "A slow zoom out from a bright scene.",
-}
-
-
-def caption_motion(caption: str) -> str | None:
-    """The camera motion a caption names (the captioner's phrasing), or None."""
-    low = caption.lower()
-    for pat, name in _MOTION:
-        if pat.search(low):
-            return name
-    return None
-
-
-def estimate_camera(frames: np.ndarray, fps: float) -> str:
-    """Camera motion of ``(T, H, W, 3)`` uint8 frames by the project's optical-flow
-    estimator (the one the captioner uses)."""
-    from worldmill.tasks.caption import classify_camera
-    from worldmill.tasks.filter_motion import camera_motion_stats, flow_fields, to_gray
-
-    flow = flow_fields(to_gray(frames, frames.shape[2]))
-    return classify_camera(camera_motion_stats(flow, fps))[0]
-
-
-def camera_prompts(
-    text: dict[str, tuple[str, np.ndarray]], held_ids: set[str], per_class: int
-) -> list[tuple[str, str, np.ndarray | None]]:
-    """``(motion, caption, embedding or None)``: up to ``per_class`` corpus captions per
-    motion they name (held-out clips first, then by clip id); the templates when none do."""
-    by: dict[str, list[tuple[str, str, np.ndarray]]] = {}
-    for cid in sorted(text, key=lambda c: (c not in held_ids, c)):
-        cap, emb = text[cid]
-        motion = caption_motion(cap)
-        if motion is not None and cap not in {c for _, c, _ in by.get(motion, [])}:
-            by.setdefault(motion, []).append((motion, cap, emb))
-    if not by:
-        return [(m, cap, None) for m, cap in TEMPLATES.items()]
-    return [p for m in sorted(by) for p in by[m][:per_class]]
 
 
 # -- the spec --------------------------------------------------------------------------------
@@ -447,4 +389,12 @@ def generate_diffusion(
 
 SPEC = DiffusionSpec()
 
-__all__ = ["PRESETS", "SPEC", "DiffusionSpec", "DiffusionTrainConfig", "generate_diffusion"]
+__all__ = [
+    "PRESETS",
+    "SPEC",
+    "caption_motion",
+    "camera_prompts",
+    "DiffusionSpec",
+    "DiffusionTrainConfig",
+    "generate_diffusion",
+]

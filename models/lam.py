@@ -110,6 +110,10 @@ class LAMDecoder(nn.Module):
             for i in reversed(range(cfg.levels))
         )
         self.out = nn.Conv2d(cfg.width(0), 3, 3, 1, 1)
+        # zero: the decoder starts as "copy x_t" (consecutive game frames are ~37 dB apart,
+        # a random residual would start far below that) and learns the change
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, past: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``past (B, c, 3, H, W)``, ``action (B, D)`` -> next frame ``(B, 3, H, W)``."""
@@ -140,12 +144,15 @@ class LatentActionModel(nn.Module):
         self.decoder = LAMDecoder(cfg)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``frames (B, c + 1, 3, H, W)`` -> (loss, parts): next-frame MSE + VQ codebook and
-        commitment terms - entropy bonus. ``parts`` holds detached scalars and ``codes``."""
+        """``frames (B, c + 1, 3, H, W)`` -> (loss, parts): next-frame MSE (relative to
+        copying x_t) + VQ codebook and commitment terms - entropy bonus. ``parts`` holds detached scalars and ``codes``."""
         z = self.encoder(frames)
         q, codes, sim = self.vq(z)
         pred = self.decoder(frames[:, :-1], q)
-        recon = F.mse_loss(pred, frames[:, -1])
+        # next-frame MSE relative to copying x_t (scale-free: frame changes are small, and
+        # a raw MSE of ~1e-3 would be drowned by the VQ terms)
+        copy = F.mse_loss(frames[:, -2], frames[:, -1]).detach()
+        recon = F.mse_loss(pred, frames[:, -1]) / (copy + 1e-4)
         zn, cb = F.normalize(z, dim=-1), F.normalize(self.vq.codebook, dim=-1)[codes]
         codebook = F.mse_loss(cb, zn.detach())
         commit = F.mse_loss(zn, cb.detach())

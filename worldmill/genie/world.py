@@ -57,8 +57,11 @@ class GenieWorld:
     num_actions: int  # LAM codebook size (8 by default)
     size: int  # frame side in pixels (square frames)
 
-    def __init__(self, tokenizer, dynamics, size: int, steps: int, temperature: float):
+    def __init__(
+        self, tokenizer, dynamics, size: int, steps: int, temperature: float, argmax=False
+    ):
         self.tokenizer, self.dynamics = tokenizer, dynamics
+        self.argmax = argmax  # MaskGIT takes the most likely tokens instead of drawing
         self.size, self.num_actions = size, dynamics.cfg.num_actions
         self.steps, self.temperature = steps, temperature
         self.device = next(dynamics.parameters()).device
@@ -99,6 +102,7 @@ class GenieWorld:
             shapes["size"],
             cfg.sample.steps if steps is None else steps,
             cfg.sample.temperature if temperature is None else temperature,
+            cfg.sample.argmax,
         )
 
     def _decode(self, tokens: torch.Tensor) -> np.ndarray:  # (1, h, w) -> (size, size, 3)
@@ -127,7 +131,9 @@ class GenieWorld:
             raise ValueError(f"action {action} is not in [0, {self.num_actions})")
         self._actions.append(a)  # _actions[i]: the transition out of history frame i
         acts = torch.tensor([self._actions], dtype=torch.long, device=self.device)
-        new = self.dynamics.next_frame(self._tokens, acts, self.steps, self.temperature, self._gen)
+        new = self.dynamics.next_frame(
+            self._tokens, acts, self.steps, self.temperature, self._gen, not self.argmax
+        )
         # keep the window the next step reads: the last max_t - 1 frames and their actions
         keep = self.dynamics.cfg.max_t - 1
         self._tokens = torch.cat([self._tokens, new[:, None]], 1)[:, -keep:]

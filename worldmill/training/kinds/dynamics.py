@@ -54,14 +54,14 @@ class DynModelConfig(StrictModel):
     """Mirrors ``worldmill.models.dynamics.DynamicsConfig``; vocabulary, action count and
     token grid come from the upstream runs, ``max_t`` from ``data.frames``."""
 
-    hidden: int = Field(128, ge=8)
-    layers: int = Field(4, ge=1)
+    hidden: int = Field(96, ge=8)
+    layers: int = Field(3, ge=1)
     heads: int = Field(4, ge=1)
     mlp_ratio: int = Field(4, ge=1)
 
 
 class DynDataConfig(StrictModel):
-    frames: int = Field(8, ge=2)  # frames per training window = the model's context
+    frames: int = Field(6, ge=2)  # frames per training window = the model's context
     batch_size: int = Field(8, ge=1)  # windows per rank per step
     holdout: int = Field(8, ge=1)  # clips held out (whole episodes); keep = the LAM run's
     mask_min: float = Field(0.5, ge=0, le=1)  # MaskGIT mask rate r ~ U(mask_min, 1)
@@ -72,8 +72,11 @@ class DynDataConfig(StrictModel):
 class GenieSampleConfig(StrictModel):
     """MaskGIT decoding (evaluation and the default of ``GenieWorld``)."""
 
-    steps: int = Field(25, ge=1)  # rounds per frame (Genie: 25)
+    # Rounds per frame. Genie used 25; 8 is the CPU default (64 tokens a frame; eval and
+    # play cost ~steps forward passes per frame). --set sample.steps=25 for Genie's.
+    steps: int = Field(8, ge=1)
     temperature: float = Field(2.0, ge=0)  # Gumbel noise on confidences (Genie: 2)
+    argmax: bool = False  # take each round's most likely tokens instead of drawing them
     seed: int = 0
 
 
@@ -96,7 +99,7 @@ class DynamicsTrainConfig(TrainConfig):
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, pca_init_clips=0)
     )
-    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=1000, checkpoint_every=250))
+    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=300, checkpoint_every=100))
 
 
 def upstream_shapes(tokenizer_run: str | Path, lam_run: str | Path) -> dict:
@@ -224,10 +227,16 @@ class DynamicsSpec(Spec):
         rand = torch.randint(0, k, inferred.shape, generator=gen)
         ctx0 = true_tok[:, :1].to(ctx.device)
         out = {}
+        i = min(e.delta_t, H) - 1
         for name, acts in (("inferred", inferred), ("random", rand)):
             g = torch.Generator(device=ctx.device).manual_seed(s.seed)
-            toks = dyn.rollout(ctx0, acts.to(ctx.device), s.steps, s.temperature, g)
+            toks = dyn.rollout(ctx0, acts.to(ctx.device), s.steps, s.temperature, g, not s.argmax)
             out[name] = gd.decode_frames(tok, toks[:, 1:].flatten(0, 1)).view(real[:, 1:].shape)
+            # the other decoding (argmax <-> drawn tokens), up to delta_t only
+            g = torch.Generator(device=ctx.device).manual_seed(s.seed)
+            acts_t = acts[:, : i + 1].to(ctx.device)
+            toks = dyn.rollout(ctx0, acts_t, s.steps, s.temperature, g, s.argmax)[:, -1]
+            out[f"{name}_other"] = gd.decode_frames(tok, toks)
         out["tokenizer"] = gd.decode_frames(tok, true_tok[:, 1:].flatten(0, 1)).view(
             real[:, 1:].shape
         )
@@ -238,7 +247,10 @@ class DynamicsSpec(Spec):
 
         p_inf, p_rand = per_frame(out["inferred"]), per_frame(out["random"])
         copy = per_frame(real[:, :1].expand(-1, H, -1, -1, -1))
-        i = min(e.delta_t, H) - 1
+        other = {
+            n: float(gm.frame_psnr(out[f"{n}_other"], real[:, i + 1]).mean())
+            for n in ("inferred", "random")
+        }
         metrics.plot_recon(
             {
                 "real": real[0].transpose(0, 1),
@@ -255,6 +267,9 @@ class DynamicsSpec(Spec):
             "psnr_inferred": float(p_inf[:, i].mean()),
             "psnr_random": float(p_rand[:, i].mean()),
             "delta_t": i + 1,
+            # the same with the other token choice (drawn <-> argmax), same seed
+            "delta_t_psnr_other_decoding": other["inferred"] - other["random"],
+            "other_decoding": "draw" if s.argmax else "argmax",
             "rollout_psnr": float(p_inf.mean()),
             "rollout_psnr_random": float(p_rand.mean()),
             "copy_psnr": float(copy.mean()),
@@ -296,7 +311,7 @@ def _seconds_per_frame(dyn, tok, tokens, s: GenieSampleConfig, device, n: int = 
     g = torch.Generator(device=device).manual_seed(0)
     t0 = time.perf_counter()
     for _ in range(n):
-        new = dyn.next_frame(ctx, acts, s.steps, s.temperature, g)
+        new = dyn.next_frame(ctx, acts, s.steps, s.temperature, g, not s.argmax)
         gd.decode_frames(tok, new)
     return (time.perf_counter() - t0) / n
 

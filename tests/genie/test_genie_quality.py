@@ -1,0 +1,32 @@
+"""Acceptance (slow): the CPU-sized default Genie run on CoinRun rollouts.
+
+``bench/genie.py`` end to end through the real CLI -- rollouts (20 episodes x 300 steps),
+curate (2 s clips with actions), DV tokenizer, ``lam``, ``dynamics`` with their defaults --
+then Genie's must-shows on held-out episodes: the latent actions inferred from the real
+video control the generated frames better than random ones (``delta_t_psnr > 0``) and say
+which simulator action was taken (probe accuracy > 2x the majority-class rate).
+Figures and minutes: bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[2] / "bench" / "genie.py"
+
+
+@pytest.mark.slow
+def test_default_cpu_genie_on_coinrun(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_genie", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    m = bench.main(["--out", str(tmp_path), "--no-prefect"])
+    assert m["eval_clips"] >= 4 and m["eval_windows"] >= 8, m
+    for k in ("psnr_inferred", "psnr_random", "rollout_psnr", "copy_psnr", "seconds_per_frame"):
+        assert math.isfinite(m[k]) and m[k] > 0, (k, m)
+    assert m["delta_t_psnr"] > 0, m
+    assert m["action_probe_accuracy"] > 2 * m["action_probe_chance"], m

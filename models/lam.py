@@ -35,7 +35,7 @@ from torch import nn
 class LAMConfig:
     size: int = 64  # frame side in pixels (square frames)
     context: int = 2  # past frames the encoder and the decoder see (x_{t-c+1} .. x_t)
-    channels: int = 32  # conv width at full resolution (doubles per stride-2 stage, max 4x)
+    channels: int = 16  # conv width at full resolution (doubles per stride-2 stage, max 4x)
     levels: int = 3  # stride-2 stages: 64 px -> 8 x 8 at the bottleneck
     latent_dim: int = 16  # action vector width (before quantisation)
     num_codes: int = 8  # VQ codebook size = number of latent actions

@@ -41,8 +41,15 @@ def test_windows_pair_each_transition_with_its_past():
     assert got == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]  # frame 0 repeats before t=0
 
 
+def test_decoder_starts_as_copy_of_the_last_frame():
+    m = _model().eval()
+    x = torch.rand(3, 3, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(m.predict(x[:, :2], torch.tensor([0, 1, 2])), x[:, 1])
+
+
 def test_infer_gives_one_code_per_transition_and_predict_uses_the_code():
     m = _model().eval()
+    torch.nn.init.normal_(m.decoder.out.weight, std=0.1)  # as after training (starts at 0)
     clip = torch.rand(2, 6, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     codes, z = m.infer(clip, chunk=3)  # chunked like a long clip
     assert codes.shape == (2, 5) and z.shape == (2, 5, TINY.latent_dim)

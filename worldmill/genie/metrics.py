@@ -6,7 +6,8 @@
   multinomial logistic regression (scikit-learn) from the LAM's pre-quantisation vector and
   its code (one-hot) to the true action, fit on training episodes, scored on held-out ones;
   chance = the held-out majority-class rate.
-* ``frame_psnr``: PSNR per frame of ``(N, 3, H, W)`` images in [-1, 1].
+* ``frame_psnr``: PSNR per frame of ``(N, 3, H, W)`` images in [-1, 1] (capped at 8-bit
+  quantisation noise); ``pooled_psnr``: PSNR of the pooled MSE.
 """
 
 from __future__ import annotations
@@ -63,7 +64,20 @@ def action_probe(
     }
 
 
+# 8-bit quantisation noise in [-1, 1] units: (2/255)^2 / 12. Identical game frames (a
+# still scene) would otherwise score ~100 dB and dominate any mean; capped, PSNR <= 58.9 dB.
+MSE_FLOOR = (2 / 255) ** 2 / 12
+
+
 def frame_psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, H, W)`` in [-1, 1] -> ``(N,)`` PSNR in dB (peak-to-peak 2)."""
-    mse = ((x.clamp(-1, 1) - y.clamp(-1, 1)) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    """``(N, 3, H, W)`` in [-1, 1] -> ``(N,)`` PSNR in dB (peak-to-peak 2), at most
+    58.9 dB (``MSE_FLOOR``)."""
+    mse = ((x.clamp(-1, 1) - y.clamp(-1, 1)) ** 2).flatten(1).mean(1).clamp_min(MSE_FLOOR)
     return 10 * torch.log10(4.0 / mse)
+
+
+def pooled_psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """PSNR of the mean squared error over all of ``x`` vs ``y`` (every pixel weighs the
+    same; frames that barely change cannot dominate)."""
+    mse = float(((x.clamp(-1, 1) - y.clamp(-1, 1)) ** 2).mean())
+    return 10 * math.log10(4.0 / max(mse, MSE_FLOOR))

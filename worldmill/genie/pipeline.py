@@ -35,10 +35,14 @@ STAGES: tuple[str, ...] = ("tokenizer", "lam", "dynamics")  # training order; st
 STATE = "genie.json"
 METRICS = "metrics.json"
 # Where the chain's defaults differ from a stage kind's own: the dynamics model reads
-# discrete tokens, so the tokenizer is DV, with FSQ's ~2^10-code level set (8*5*5*5 = 1000
-# codes, Genie's tokenizer has 1024) instead of the kind's 2^16.
+# discrete tokens of single frames, so the tokenizer is DV, with FSQ's ~2^10-code level set
+# (8*5*5*5 = 1000 codes; Genie's tokenizer has 1024) instead of the kind's 2^16, trained on
+# single 64 px frames (the README's Genie recipe).
 STAGE_DEFAULTS: dict[str, dict] = {
-    "tokenizer": {"model": {"kind": "dv", "fsq_levels": [8, 5, 5, 5]}},
+    "tokenizer": {
+        "model": {"kind": "dv", "fsq_levels": [8, 5, 5, 5]},
+        "data": {"width": 64, "crop": 64, "num_frames": 1},
+    },
 }
 
 

@@ -46,6 +46,22 @@ class Data(Protocol):
     def epoch(self, step: int) -> float: ...
 
 
+class StreamData:
+    """Base of a kind's :class:`Data` whose batches come from ``self.stream`` (a
+    ``data.EpochStream``): a step's batch, loader position and epoch are the stream's."""
+
+    stream: Any
+
+    def batch(self, step: int) -> Any:
+        return self.stream.batch(step)
+
+    def position(self, step: int) -> int:
+        return self.stream.position(step)
+
+    def epoch(self, step: int) -> float:
+        return self.stream.epoch(step)
+
+
 @dataclass
 class RunContext:
     """Where and how this process trains."""

@@ -41,7 +41,7 @@ from worldmill.models.ar import PRESETS, ARConfig, ARWorldModel, preset
 from worldmill.training import data, latents, metrics
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.encode import fit_clip
-from worldmill.training.spec import RunContext, Spec
+from worldmill.training.spec import RunContext, Spec, StreamData
 
 
 class ArModelConfig(StrictModel):
@@ -173,7 +173,7 @@ def model_config(cfg: ArTrainConfig, levels: list[int]) -> ARConfig:
     )  # fmt: skip
 
 
-class TokenData:
+class TokenData(StreamData):
     """The token cache's training stream (this rank's slice), held-out clips, the loaded
     tokenizer (for evaluation) and caption embeddings."""
 
@@ -208,15 +208,6 @@ class TokenData:
             self.train_refs, self.text, d.batch_size, d.frames, d.size,
             seed=cfg.run.seed, rank=ctx.rank, world=ctx.world, random_start=d.random_start,
         )  # fmt: skip
-
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        return self.stream.batch(step)
-
-    def position(self, step: int) -> int:
-        return self.stream.position(step)
-
-    def epoch(self, step: int) -> float:
-        return self.stream.epoch(step)
 
 
 def eval_windows(

@@ -47,7 +47,7 @@ from worldmill.training import metrics
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.kinds.ar import tokenizer_levels
 from worldmill.training.kinds.lam import probe_metrics
-from worldmill.training.spec import RunContext, Spec
+from worldmill.training.spec import RunContext, Spec, StreamData
 
 
 class DynModelConfig(StrictModel):
@@ -130,7 +130,7 @@ def dynamics_config(cfg: DynamicsTrainConfig, shapes: dict) -> DynamicsConfig:
     )  # fmt: skip
 
 
-class DynamicsData:
+class DynamicsData(StreamData):
     """Upstream models (every rank loads them collectively), the cache, the stream."""
 
     def __init__(self, cfg: DynamicsTrainConfig, ctx: RunContext):
@@ -155,15 +155,6 @@ class DynamicsData:
             self.clips.train, self.cache, d.frames, d.batch_size, d.mask_min, d.clean_context,
             cfg.run.seed, ctx.rank, ctx.world,
         )  # fmt: skip
-
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        return self.stream.batch(step)
-
-    def position(self, step: int) -> int:
-        return self.stream.position(step)
-
-    def epoch(self, step: int) -> float:
-        return self.stream.epoch(step)
 
 
 class DynamicsSpec(Spec):

@@ -30,7 +30,7 @@ from worldmill.genie.data import FrameClips, FrameWindowStream, to_frames, true_
 from worldmill.models.lam import LAMConfig, LatentActionModel
 from worldmill.training import metrics
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
-from worldmill.training.spec import RunContext, Spec
+from worldmill.training.spec import RunContext, Spec, StreamData
 
 
 class LamModelConfig(StrictModel):
@@ -78,7 +78,7 @@ def lam_config(cfg: LamTrainConfig) -> LAMConfig:
     return LAMConfig(size=cfg.data.size, **cfg.model.model_dump())
 
 
-class LamData:
+class LamData(StreamData):
     def __init__(self, cfg: LamTrainConfig, ctx: RunContext):
         d = cfg.data
         self.clips = FrameClips(ctx.data_root, d.size, d.holdout, d.fps)
@@ -86,15 +86,6 @@ class LamData:
         self.stream = FrameWindowStream(
             self.clips, cfg.model.context + 1, d.batch_size, cfg.run.seed, ctx.rank, ctx.world
         )
-
-    def batch(self, step: int) -> torch.Tensor:
-        return self.stream.batch(step)
-
-    def position(self, step: int) -> int:
-        return self.stream.position(step)
-
-    def epoch(self, step: int) -> float:
-        return self.stream.epoch(step)
 
 
 def infer_clips(lam: LatentActionModel, clips: FrameClips, refs, device) -> dict:

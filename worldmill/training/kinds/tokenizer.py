@@ -21,7 +21,7 @@ from worldmill.config import StrictModel
 from worldmill.models.tokenizer import CausalVideoTokenizer, TokenizerConfig
 from worldmill.training import data, metrics
 from worldmill.training.config import TrainConfig, VideoDataConfig
-from worldmill.training.spec import RunContext, Spec
+from worldmill.training.spec import RunContext, Spec, StreamData
 
 
 class TokenizerModelConfig(StrictModel):
@@ -103,7 +103,7 @@ class TokenizerTrainConfig(TrainConfig):
         return self
 
 
-class ClipData:
+class ClipData(StreamData):
     """Training stream (this rank's slice) and held-out clips of a shard set."""
 
     def __init__(self, cfg: TokenizerTrainConfig, ctx: RunContext):
@@ -130,12 +130,6 @@ class ClipData:
         # A pure function of (seed, step, rank), like the crops: resuming replays it exactly.
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 64 + self.rank)
         return augment(video, g)
-
-    def position(self, step: int) -> int:
-        return self.stream.position(step)
-
-    def epoch(self, step: int) -> float:
-        return self.stream.epoch(step)
 
 
 def build_tokenizer(cfg: TokenizerTrainConfig) -> CausalVideoTokenizer:

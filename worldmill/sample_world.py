@@ -28,37 +28,29 @@ from typing import Any
 import cv2
 import numpy as np
 
-from worldmill.sample_data import FPS, X264_DETERMINISTIC, H, W, _kenburns, _load_photo
+from worldmill.sample_data import (
+    COLOR_PHOTOS,
+    FPS,
+    GRAY_PHOTOS,
+    X264_DETERMINISTIC,
+    H,
+    W,
+    _kenburns,
+    _load_photo,
+)
 from worldmill.synth import write_video
 
 MOTIONS = ("pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
 
-# Photos without text (the OCR filter would reject them) that survive the quality filter.
-PHOTOS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "retina",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "camera",
-    "coins",
-    "moon",
-    "clock",
-    "brick",
-    "grass",
-    "gravel",
-    "cell",
-)
+# The curation corpus's photos: none shows text (the OCR filter would reject it) and all
+# survive the quality filter. Grey ones get a tint per video, colour ones a hue shift.
+PHOTOS = COLOR_PHOTOS + GRAY_PHOTOS
 
 
 def _photo(name: str, rng: np.random.Generator) -> np.ndarray:
     """A photo (float32 RGB, 400 px high), randomly mirrored; grey photos get a random
     two-colour tint, colour photos a small hue rotation."""
-    import skimage.data
-
-    gray = np.asarray(getattr(skimage.data, name)()).ndim == 2
+    gray = name in GRAY_PHOTOS
     tint = None
     if gray:
         hue = int(rng.integers(0, 180))

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from einops import rearrange
 
 from worldmill.config import SplitConfig
 from worldmill.media import MediaError, ProbeInfo, decode_frames, ffmpeg_bin, probe
@@ -339,6 +340,129 @@ def _dissolves(f: _Features, sens: float) -> list[Transition]:
     return out
 
 
+# Dissolves by their variance dip. Cross-fading two unrelated shots, (1 - a) A + a B,
+# sums their detail incoherently: its variance follows (1 - a)^2 vA + a^2 vB, a dip well
+# under the straight path between the shots' own variances, whatever moves inside either
+# shot (a pan over texture, riders passing). The blend test above needs the in-between
+# frames to be pixel blends of the window's end frames, which moving content breaks, and
+# its contrast gates miss low-contrast pairs; this test needs neither. It fits the curve
+# v(t) = (1 - a)^2 vA + a^2 vB + 2 a (1 - a) rho sA sB over a linear ramp of ``a`` and
+# keeps windows where the correlation ``rho`` is low (unrelated content), the fit is close
+# and the two sides are steady. A camera move from texture to a flat area and back would
+# dip too, but not on this curve with steady sides, and a blur (a whip pan, a focus pull)
+# dips the fine band far more than the coarse one, unlike a blend.
+VAR_LENGTHS_S = (0.5, 0.75, 1.0, 1.5)  # dissolve lengths tried, seconds
+VAR_SIDE = 4  # frames on each side whose median variance is the shot's own (vA, vB)
+VAR_MAX_RHO = 0.3  # fitted correlation of the fine band at most this (0 = unrelated)
+VAR_MAX_RHO_COARSE = 0.6  # ... and of the coarse band (layouts of two shots correlate)
+VAR_MAX_ERR = 0.12  # RMS misfit of the curve / its mean
+VAR_MAX_SIDE = 1.35  # max/min variance within each side (steady shots around the window)
+VAR_MIN_DEPTH = 0.25  # the curve's middle is this far under the straight (rho = 1) path
+VAR_TILES = (2, 3)  # rows x columns of tiles that must all dip ...
+VAR_TILE_MAX_RHO, VAR_TILE_MIN_DEPTH = 0.7, 0.15  # ... each this way, all tiles but one
+VAR_MIN_CONTRAST = 1.3  # change across the window / change beside it, at least this
+VAR_MIN_SD = 0.012  # detail std ([0, 1] luma, ~3 grey levels) below this: noise, not content
+
+
+def _band_variances(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame variance of the fine detail (luma minus a sigma-1 blur) and of the coarse
+    layout (the blur minus its mean) of ``(T, h, w, 1)`` luma: ``(T,)`` each; and the fine
+    variance of each of ``VAR_TILES`` tiles of the frame, ``(T, ty * tx)``."""
+    g = gray[..., 0]
+    t, h, w = g.shape
+    # One cv2 call for the stack: frames side by side along x blur across their borders
+    # only within 3 px, which a per-frame mean of the interior would hide anyway.
+    blur = cv2.GaussianBlur(g.transpose(1, 0, 2).reshape(h, t * w), (0, 0), 1.0)
+    blur = blur.reshape(h, t, w).transpose(1, 0, 2)
+    inner = (slice(None), slice(2, h - 2), slice(2, w - 2))  # skip the seams
+    detail = (g - blur)[inner]  # (T, h - 4, w - 4)
+    fine = detail.reshape(t, -1).var(axis=1)
+    coarse = blur[inner].reshape(t, -1).var(axis=1)
+    ty, tx = VAR_TILES
+    hh, ww = detail.shape[1] // ty, detail.shape[2] // tx
+    tiles = rearrange(detail[:, : ty * hh, : tx * ww], "t (a y) (b x) -> t (a b) (y x)", a=ty, b=tx)
+    return fine, coarse, tiles.var(axis=2)
+
+
+def _blend_fit(v: np.ndarray, s: np.ndarray, d: int, rows: bool = False) -> tuple[np.ndarray, ...]:
+    """Fit the cross-fade variance curve to ``v`` ``(T,)`` over windows ``[s, s + d)``
+    (``rows``: ``v`` is ``(M, T)``, one series per window); returns the correlation
+    ``rho``, the relative misfit, the depth under the straight path and the side
+    steadiness (max/min of each side, the larger), ``(M,)`` each."""
+    k = VAR_SIDE
+    take = (lambda idx: np.take_along_axis(v, idx, axis=1)) if rows else (lambda idx: v[idx])
+    side_a = take(s[:, None] + np.arange(-k, 0)[None])  # (M, k)
+    side_b = take(s[:, None] + d + np.arange(k)[None])  # (M, k)
+    va, vb = np.median(side_a, axis=1), np.median(side_b, axis=1)  # (M,)
+    a = np.arange(1, d + 1) / (d + 1)  # (d,) blend weight of B in each window frame
+    base = (1 - a)[None] ** 2 * va[:, None] + a[None] ** 2 * vb[:, None]  # (M, d)
+    cross = 2 * (a * (1 - a))[None] * np.sqrt(va * vb)[:, None]  # (M, d)
+    win = take(s[:, None] + np.arange(d)[None])  # (M, d)
+    rho = ((win - base) * cross).sum(1) / ((cross**2).sum(1) + 1e-12)
+    fit = base + np.clip(rho, -1, 1)[:, None] * cross
+    err = np.sqrt(((win - fit) ** 2).mean(1)) / (fit.mean(1) + 1e-12)
+    straight = base + cross  # rho = 1: one shot turning into the other coherently
+    mid = slice(d // 3, d - d // 3)
+    depth = 1 - win[:, mid].mean(1) / (straight[:, mid].mean(1) + 1e-12)
+    steady = np.maximum(
+        side_a.max(1) / (side_a.min(1) + 1e-12), side_b.max(1) / (side_b.min(1) + 1e-12)
+    )
+    return rho, err, depth, steady
+
+
+def _variance_dissolves(f: _Features, sens: float) -> list[Transition]:
+    """Dissolves found by the variance dip of a cross-fade (see the constants above)."""
+    fine, coarse, tiles = _band_variances(f.gray)
+    k = VAR_SIDE
+    found: list[tuple[float, int, int]] = []  # (score, start, length)
+    for sec in VAR_LENGTHS_S:
+        d = max(8, int(round(sec * f.fps)))
+        s = np.arange(k, f.n - d - k + 1)  # window starts
+        if len(s) == 0:
+            continue
+        rho, err, depth, steady = _blend_fit(fine, s, d)
+        rho_c, _, _, _ = _blend_fit(coarse, s, d)
+        sd_ok = np.sqrt(np.minimum(fine[s - 1], fine[s + d])) > VAR_MIN_SD
+        ok = (
+            (rho < VAR_MAX_RHO)
+            & (rho_c < VAR_MAX_RHO_COARSE)
+            & (err < VAR_MAX_ERR * sens)
+            & (depth > VAR_MIN_DEPTH * sens)
+            & (steady < VAR_MAX_SIDE)
+            & sd_ok
+        )
+        for i in np.flatnonzero(ok):
+            found.append((float(depth[i] - err[i]), int(s[i]), d))
+    if not found:
+        return []
+    # Strongest windows first; the end frames must differ after motion compensation (not
+    # one shot's slow change).
+    out = []
+    for score, st, d in sorted(found, reverse=True):
+        if any(st < t.end_s * f.fps and t.start_s * f.fps < st + d for t in out):
+            continue  # overlaps a stronger window already kept
+        # The whole frame dips at once (alpha is global); content that leaves or enters
+        # the view changes the detail of a few tiles only, often the other way.
+        rho_t, _, depth_t, _ = _blend_fit(tiles.T, np.full(tiles.shape[1], st), d, rows=True)
+        if ((np.abs(rho_t) <= VAR_TILE_MAX_RHO) & (depth_t >= VAR_TILE_MIN_DEPTH)).sum() < (
+            tiles.shape[1] - 1
+        ):
+            continue
+        i, j = np.array([st - 1]), np.array([st + d])
+        raw = np.abs(f.mid[i] - f.mid[j]).mean()
+        mc = _mc_pairs(f.mid, i, j, GRAD_MC_R)[0]
+        if mc <= GRAD_MIN_MC_RATIO * raw or raw < 1e-3:
+            continue
+        # ... and the change across the window stands out from same-length windows beside
+        # it (a shot whose detail swells and fades as it moves changes as much there).
+        side = min(_side_change(f.mid, i, -1, d + 1)[0], _side_change(f.mid, j, 1, d + 1)[0])
+        if np.isfinite(side) and mc < VAR_MIN_CONTRAST * side:
+            continue
+        mid = (st + d / 2) / f.fps
+        out.append(Transition(mid, st / f.fps, (st + d) / f.fps, "dissolve", score))
+    return out
+
+
 def _merge(cands: list[Transition], min_gap_s: float) -> list[Transition]:
     """Keep the strongest of boundaries closer than ``min_gap_s``; fades win over others,
     gradual transitions over hard cuts inside their span."""
@@ -366,7 +490,7 @@ def analyse_frames(frames: np.ndarray, fps: float, threshold: float = 0.0) -> li
     for a, b in runs:
         black[a:b] = True
     cands = list(fades)
-    for t in _hard_cuts(f, sens) + _dissolves(f, sens):
+    for t in _hard_cuts(f, sens) + _dissolves(f, sens) + _variance_dissolves(f, sens):
         i = int(round(t.time_s * fps))
         if black[max(0, i - 1) : i + 1].any():  # cuts into/out of black belong to fades
             continue

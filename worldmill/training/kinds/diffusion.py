@@ -28,12 +28,14 @@ for the captioner's words: "pan to the left/right", "tilt up/down", "zoom in/out
 shot"; ``eval.camera_prompts`` per motion; the captioner's own phrasing as templates when
 no caption names one), one sample each, decoded, and classified by the project's
 optical-flow estimator (``tasks/filter_motion.camera_motion_stats`` +
-``tasks/caption.classify_camera``) on the generated frames:
+``tasks/caption.classify_camera``) on the generated frames, on frame pairs one latent frame
+(``t_c`` pixel frames) apart (``camera.estimate_camera``):
 
     camera_motion_accuracy     fraction whose estimated motion is the prompted one
     camera_motion_accuracy_g1  the same at guidance 1 (caption only, no CFG)
     camera_motion_chance       1 / number of motion classes prompted
-    camera_motion_accuracy_real  the estimator on the real held-out windows (its ceiling)
+    camera_motion_accuracy_real  the estimator on the real held-out windows, decoded by the
+                                 tokenizer as generated ones are (the metric's ceiling)
 
 plus ``predict.png`` (rows: real, tokenizer, diffusion, copy-latent baseline) and
 ``text2world.png`` (one Text2World sample per prompted motion).
@@ -74,6 +76,7 @@ class DitModelConfig(StrictModel):
     t2w_prob: float | None = Field(None, ge=0, le=1)  # P(no given frame) in training
     logit_mean: float | None = None  # training noise level t = sigmoid(N(mean, std))
     logit_std: float | None = Field(None, gt=0)
+    loss_weight: Literal["variance", "uniform"] | None = None  # x0 MSE per channel
     backend: Literal["megatron", "torch"] = "megatron"
 
 
@@ -81,7 +84,10 @@ class LatentDataConfig(StrictModel):
     """Latent windows from the CV latent cache."""
 
     frames: int = Field(4, ge=2)  # latent frames per window (4 at 4x = 13 pixel frames)
-    size: int = Field(8, ge=1)  # latent rows = columns per window (8 at 8x = 64 px)
+    # latent rows = columns per window: 12 at 8x = 96 px, the full height of the default
+    # tokenizer's 96 px clips, so a zoom about the frame centre reads as a zoom in every
+    # window (in 64 px corner windows it reads as a pan: RESULTS.md, diffusion round 2)
+    size: int = Field(12, ge=1)
     batch_size: int = Field(8, ge=1)  # windows per rank per step
     holdout: int = Field(4, ge=1)  # clips held out, whole source videos
     random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
@@ -101,6 +107,10 @@ class DiffusionEvalConfig(StrictModel):
     # Sampler steps of the Video2World ``psnr`` / ``ssim``: 1 = the one-step x0 prediction
     # E[x0 | given frames] (what PSNR rewards); ``psnr_sampled`` uses ``sample.steps``.
     v2w_steps: int = Field(1, ge=1)
+    # Guidance of the Video2World ``psnr``: 1 = the caption-conditioned E[x0 | given frames];
+    # CFG (g > 1) pushes the estimate away from that mean (``psnr_guided`` reports
+    # ``sample.guidance``). Text2World and ``psnr_sampled`` use ``sample.guidance``.
+    v2w_guidance: float = Field(1.0, ge=0)
     camera_prompts: int = Field(4, ge=0)  # Text2World prompts per camera motion; 0 = off
 
 
@@ -114,7 +124,9 @@ class DiffusionTrainConfig(TrainConfig):
     sample: DiffusionSampleConfig = Field(default_factory=DiffusionSampleConfig)
     eval: DiffusionEvalConfig = Field(default_factory=DiffusionEvalConfig)
     optim: OptimConfig = Field(
-        default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, pca_init_clips=0)
+        default_factory=lambda: OptimConfig(
+            lr=1e-3, weight_decay=0.01, pca_init_clips=0, ema_decay=0.99
+        )  # evaluation and generation use the EMA weights
     )
     run: RunConfig = Field(default_factory=lambda: RunConfig(steps=800, checkpoint_every=200))
 
@@ -214,6 +226,7 @@ class DiffusionSpec(Spec):
             "dit": [],
             "base": [],
             "sampled": [],
+            "guided": [],
         }
         copy: list[torch.Tensor] = []
         real_motion: list[bool] = []  # the estimator on real held-out centre windows
@@ -227,20 +240,24 @@ class DiffusionSpec(Spec):
             grid = torch.from_numpy(latents.load_array(ref).astype(np.float32))  # (C, T', H', W')
             caption, emb = data_.text[ref.clip_id]
             text = torch.from_numpy(emb)[None].to(ctx.device)
-            for i, (w, px) in enumerate(eval_windows(grid, video, d.size, d.frames, tc, sc)):
+            for w, px in eval_windows(grid, video, d.size, d.frames, tc, sc):
                 w = w[None].to(ctx.device)  # (1, C, frames, size, size)
-                pred = dit.sample(w[:, :, :-1], 1, text, steps=v2w_steps, guidance=s.guidance,
-                                  shift=s.shift, seed=s.seed)  # fmt: skip
+                pred = dit.sample(w[:, :, :-1], 1, text, steps=v2w_steps,
+                                  guidance=cfg.eval.v2w_guidance, shift=s.shift, seed=s.seed)
+                guided = dit.sample(w[:, :, :-1], 1, text, steps=v2w_steps, guidance=s.guidance,
+                                    shift=s.shift, seed=s.seed)  # fmt: skip
                 sampled = dit.sample(w[:, :, :-1], 1, text, steps=s.steps, guidance=s.guidance,
                                      shift=s.shift, seed=s.seed)  # fmt: skip
                 base = torch.cat([w[:, :, :-1], w[:, :, -2:-1]], 2)
-                for name, lat in (("tok", w), ("dit", pred), ("base", base), ("sampled", sampled)):
+                lats = {"tok": w, "dit": pred, "base": base, "sampled": sampled, "guided": guided}
+                for name, lat in lats.items():
                     rows[name].append(tok.decode(lat).clamp(-1, 1).float().cpu()[0])
                 rows["real"].append(px)
                 copy.append(px[:, -tc - 1 : -tc].expand(-1, tc, -1, -1))
                 want = caption_motion(caption)
-                if i == 0 and want is not None:
-                    real_motion.append(estimate_camera(metrics.to_uint8(px[None])[0], fps) == want)
+                if want is not None:  # as generated windows are read: decoded, stride t_c
+                    real = metrics.to_uint8(rows["tok"][-1][None])[0]
+                    real_motion.append(estimate_camera(real, fps, stride=tc) == want)
         if not rows["real"]:
             raise ValueError("no held-out clips to evaluate")
         stack = {k: torch.stack(v) for k, v in rows.items()}  # (N, 3, T, H, W)
@@ -255,6 +272,7 @@ class DiffusionSpec(Spec):
             "kind": "diffusion",
             "psnr": metrics.psnr(part["dit"], target),
             "ssim": metrics.ssim(part["dit"], target),
+            "psnr_guided": metrics.psnr(part["guided"], target),  # v2w_steps, sample.guidance
             "psnr_sampled": metrics.psnr(part["sampled"], target),  # sample.* settings
             "ssim_sampled": metrics.ssim(part["sampled"], target),
             "baseline_psnr": metrics.psnr(part["base"], target),
@@ -268,6 +286,7 @@ class DiffusionSpec(Spec):
             "eval_window": [d.frames, d.size, d.size],
             "predicted_pixel_frames": tc,
             "v2w_steps": v2w_steps,
+            "v2w_guidance": cfg.eval.v2w_guidance,
             "sampling": s.model_dump(),
             "params": sum(p.numel() for p in dit.parameters()),
         }
@@ -282,6 +301,7 @@ class DiffusionSpec(Spec):
         from worldmill.tasks.embed import embed_texts
 
         d, s = cfg.data, cfg.sample
+        tc = tok.cfg.temporal_compression
         if cfg.eval.camera_prompts == 0:
             return {}
         held = {r.clip_id for r in data_.held_out}
@@ -295,7 +315,7 @@ class DiffusionSpec(Spec):
             lat = dit.sample(None, d.frames, text, hw=(d.size, d.size), steps=s.steps,
                              guidance=g, shift=s.shift, seed=s.seed)  # fmt: skip
             videos = tok.decode(lat).clamp(-1, 1).float().cpu()  # (P, 3, T, H, W)
-            got = [estimate_camera(v, fps) for v in metrics.to_uint8(videos)]
+            got = [estimate_camera(v, fps, stride=tc) for v in metrics.to_uint8(videos)]
             res[key] = float(np.mean([a == b for a, b in zip(got, want, strict=True)]))
             res[f"{key}_estimated"] = got
             if key == "camera_motion_accuracy":

@@ -70,6 +70,10 @@ class DiTConfig:
     # prediction are decided -- is trained too (P(t > 0.9) ~ 11 %).
     logit_mean: float = 0.5
     logit_std: float = 1.4
+    # P(t = 1 exactly, pure noise) in training (zero terminal SNR, Lin et al. 2024): every
+    # sample starts there, and the one-step Video2World prediction E[x0 | given frames] is
+    # made there, but the logit-normal almost never draws it (P(t > 0.99) ~ 0.2 %)
+    t1_prob: float = 0.1
     # Per-channel weight of the x0 loss: "variance" weights each standardised channel by its
     # raw variance, i.e. the loss is the MSE in raw latent units. The CV decoder is about
     # equally sensitive to every raw channel (1.1-1.4e-3 pixel MSE per unit, measured), so
@@ -198,7 +202,9 @@ class DiTWorldModel(nn.Module):
         if d % cfg.num_heads:
             raise ValueError(f"hidden_size {d} is not a multiple of num_heads {cfg.num_heads}")
         if cfg.loss_weight not in ("variance", "uniform"):
-            raise ValueError(f"loss_weight must be 'variance' or 'uniform', got {cfg.loss_weight!r}")
+            raise ValueError(
+                f"loss_weight must be 'variance' or 'uniform', got {cfg.loss_weight!r}"
+            )
         if cfg.backend == "megatron":
             from worldmill.training import megatron as mc
 
@@ -307,12 +313,13 @@ class DiTWorldModel(nn.Module):
         (checkpointed per rank by the loop, so a resumed run draws the same)."""
         b, _, T = x.shape[:3]
         dev = x.device
-        u = torch.rand(b, 3, generator=gen, device=dev)
+        u = torch.rand(b, 4, generator=gen, device=dev)
         noise = torch.randn(x.shape, generator=gen, device=dev)
         logit = self.cfg.logit_mean + self.cfg.logit_std * torch.randn(b, generator=gen, device=dev)
+        t = torch.where(u[:, 3] < self.cfg.t1_prob, torch.ones_like(logit), torch.sigmoid(logit))
         given = 1 + (u[:, 1] * (T - 1)).long().clamp_max(T - 2)  # 1 .. T-1
         given = torch.where(u[:, 0] < self.cfg.t2w_prob, torch.zeros_like(given), given)
-        return {"noise": noise, "t": torch.sigmoid(logit), "given": given,
+        return {"noise": noise, "t": t, "given": given,
                 "drop": u[:, 2] < self.cfg.cond_drop}  # fmt: skip
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, draw: dict | None = None):
@@ -384,6 +391,22 @@ class DiTWorldModel(nn.Module):
             z_new = ratio * z + (1 - ratio) * x0
             z = torch.where(noisy[:, None, :, None, None], z_new, z)
         return self.denormalise(z)
+
+    @torch.no_grad()
+    def text2world(
+        self, text: torch.Tensor | None, frames: int, hw: tuple[int, int] | None = None,
+        first_frame: bool = True, **kw,
+    ) -> torch.Tensor:  # fmt: skip
+        """Raw latents ``(B, C, frames, H, W)`` from captions alone (``sample``'s keywords).
+
+        ``first_frame`` (Cosmos-Predict2's Text2World = Text2Image, then Video2World): of a
+        joint sample only the first latent frame is kept, and the others are sampled again
+        given it, so they start from "copy the frame before" (the output's anchor) and the
+        caption has only the motion left to decide; else the joint sample as is."""
+        out = self.sample(None, frames, text, hw=hw, **kw)
+        if first_frame and frames > 1:
+            out = self.sample(out[:, :, :1], frames - 1, text, **kw)
+        return out
 
 
 def last_given(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

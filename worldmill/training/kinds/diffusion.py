@@ -76,6 +76,7 @@ class DitModelConfig(StrictModel):
     t2w_prob: float | None = Field(None, ge=0, le=1)  # P(no given frame) in training
     logit_mean: float | None = None  # training noise level t = sigmoid(N(mean, std))
     logit_std: float | None = Field(None, gt=0)
+    t1_prob: float | None = Field(None, ge=0, le=1)  # P(t = 1, pure noise) in training
     loss_weight: Literal["variance", "uniform"] | None = None  # x0 MSE per channel
     backend: Literal["megatron", "torch"] = "megatron"
 
@@ -100,6 +101,9 @@ class DiffusionSampleConfig(StrictModel):
     steps: int = Field(8, ge=1)  # Euler steps of the flow ODE (model calls, x2 with CFG)
     guidance: float = Field(4.0, ge=0)  # classifier-free guidance; 1 = caption only
     shift: float = Field(1.0, gt=0)  # time-grid shift (> 1: more steps at high noise)
+    # Text2World: "first_frame" = sample, keep its first latent frame, sample the rest given
+    # it (Cosmos-Predict2's Text2Image -> Video2World); "joint" = all frames at once
+    text2world: Literal["first_frame", "joint"] = "first_frame"
     seed: int = 0
 
 
@@ -242,8 +246,15 @@ class DiffusionSpec(Spec):
             text = torch.from_numpy(emb)[None].to(ctx.device)
             for w, px in eval_windows(grid, video, d.size, d.frames, tc, sc):
                 w = w[None].to(ctx.device)  # (1, C, frames, size, size)
-                pred = dit.sample(w[:, :, :-1], 1, text, steps=v2w_steps,
-                                  guidance=cfg.eval.v2w_guidance, shift=s.shift, seed=s.seed)
+                pred = dit.sample(
+                    w[:, :, :-1],
+                    1,
+                    text,
+                    steps=v2w_steps,
+                    guidance=cfg.eval.v2w_guidance,
+                    shift=s.shift,
+                    seed=s.seed,
+                )
                 guided = dit.sample(w[:, :, :-1], 1, text, steps=v2w_steps, guidance=s.guidance,
                                     shift=s.shift, seed=s.seed)  # fmt: skip
                 sampled = dit.sample(w[:, :, :-1], 1, text, steps=s.steps, guidance=s.guidance,
@@ -312,8 +323,8 @@ class DiffusionSpec(Spec):
         res: dict = {}
         for key, g in (("camera_motion_accuracy", s.guidance), ("camera_motion_accuracy_g1", 1.0)):
             # one batch: every prompt one sample (the seed fixes all of them)
-            lat = dit.sample(None, d.frames, text, hw=(d.size, d.size), steps=s.steps,
-                             guidance=g, shift=s.shift, seed=s.seed)  # fmt: skip
+            lat = dit.text2world(text, d.frames, (d.size, d.size), s.text2world == "first_frame",
+                                 steps=s.steps, guidance=g, shift=s.shift, seed=s.seed)  # fmt: skip
             videos = tok.decode(lat).clamp(-1, 1).float().cpu()  # (P, 3, T, H, W)
             got = [estimate_camera(v, fps, stride=tc) for v in metrics.to_uint8(videos)]
             res[key] = float(np.mean([a == b for a, b in zip(got, want, strict=True)]))
@@ -387,7 +398,8 @@ def generate_diffusion(
         kw = dict(steps=s.steps, guidance=g, shift=s.shift)
         if video_or_image is None:  # Text2World: the first window from the caption alone
             k = min(frames, max_t)
-            out = model.sample(None, k, text, hw=(size, size), seed=seed, **kw)
+            first = s.text2world == "first_frame"
+            out = model.text2world(text, k, (size, size), first, seed=seed, **kw)
             left, step_seed = frames - k, seed + 1
         else:
             px = size * sc

@@ -74,6 +74,11 @@ class DiTConfig:
     # sample starts there, and the one-step Video2World prediction E[x0 | given frames] is
     # made there, but the logit-normal almost never draws it (P(t > 0.99) ~ 0.2 %)
     t1_prob: float = 0.1
+    # Each token also reads, at its own place, the last given frame (the output's anchor)
+    # and that frame's change from the given frame before it (a motion cue), as Cosmos
+    # Video2World concatenates its condition frames to the input; without them the network
+    # must find the anchor through attention (it had not, in 1,600 steps: RESULTS.md).
+    given_inputs: bool = True
     # Per-channel weight of the x0 loss: "variance" weights each standardised channel by its
     # raw variance, i.e. the loss is the MSE in raw latent units. The CV decoder is about
     # equally sensitive to every raw channel (1.1-1.4e-3 pixel MSE per unit, measured), so
@@ -213,7 +218,7 @@ class DiTWorldModel(nn.Module):
             self.block = _TorchBlock(cfg)
         else:
             raise ValueError(f"backend must be 'megatron' or 'torch', got {cfg.backend!r}")
-        self.patch_in = nn.Linear(cfg.patch_dim, d)
+        self.patch_in = nn.Linear(cfg.patch_dim * (3 if cfg.given_inputs else 1), d)
         self.pos_t = nn.Embedding(cfg.max_t // cfg.patch_t, d)
         self.pos_h = nn.Embedding(cfg.max_h // cfg.patch, d)
         self.pos_w = nn.Embedding(cfg.max_w // cfg.patch, d)
@@ -274,7 +279,11 @@ class DiTWorldModel(nn.Module):
                 f"and within the model's {c.max_t}x{c.max_h}x{c.max_w}"
             )
         tt, hh, ww = T // pt, H // p, W // p
-        x = rearrange(z_t, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
+        anchor = last_given(z_t, t)
+        x = z_t
+        if c.given_inputs:  # (B, 3C, T, H, W): every cell sees its anchor and motion cue
+            x = torch.cat([z_t, anchor, given_change(z_t, t)], 1)
+        x = rearrange(x, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
         x = self.patch_in(x)  # (B, N, D)
         pos = (
             self.pos_t.weight[:tt, None, None]
@@ -302,7 +311,7 @@ class DiTWorldModel(nn.Module):
             out, "(t h w) b (c i j k) -> b c (t i) (h j) (w k)",
             t=tt, h=hh, w=ww, i=pt, j=p, k=p,
         )  # fmt: skip
-        return last_given(z_t, t) + delta
+        return anchor + delta
 
     # -- training --------------------------------------------------------------------------
 
@@ -409,12 +418,32 @@ class DiTWorldModel(nn.Module):
         return out
 
 
+def _latest_given(t: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` index of the latest given frame (``t == 0``) at or before each frame, -1
+    where none is."""
+    T = t.shape[1]
+    return torch.where(t == 0, torch.arange(T, device=t.device)[None], -1).cummax(1).values
+
+
+def _frames_at(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``z[:, :, idx]`` per batch row, zero where ``idx`` is -1. ``(B, C, T, H, W)``."""
+    b, c, _, h, w = z.shape
+    got = torch.gather(z, 2, repeat(idx.clamp_min(0), "b t -> b c t h w", c=c, h=h, w=w))
+    return got * (idx >= 0)[:, None, :, None, None]
+
+
 def last_given(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``(B, C, T, H, W)``: for every frame, the latest given frame (``t == 0``) at or
     before it, zero where none is (the anchor the denoiser's output is added to)."""
-    T = z_t.shape[2]
-    idx = torch.where(t == 0, torch.arange(T, device=t.device)[None], -1)  # (B, T)
-    idx = idx.cummax(1).values
-    got = torch.gather(z_t, 2, repeat(idx.clamp_min(0), "b t -> b c t h w", c=z_t.shape[1],
-                                      h=z_t.shape[3], w=z_t.shape[4]))  # fmt: skip
-    return got * (idx >= 0)[:, None, :, None, None]
+    return _frames_at(z_t, _latest_given(t))
+
+
+def given_change(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T, H, W)``: for every frame, its anchor (``last_given``) minus the given
+    frame before the anchor; zero where there are not two given frames (a motion cue)."""
+    idx = _latest_given(t)
+    prev = torch.gather(idx, 1, (idx - 1).clamp_min(0))  # latest given before the anchor
+    prev = torch.where(idx >= 1, prev, -1)
+    return torch.where(
+        (prev >= 0)[:, None, :, None, None], _frames_at(z_t, idx) - _frames_at(z_t, prev), 0.0
+    )

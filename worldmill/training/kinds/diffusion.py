@@ -53,7 +53,12 @@ from pydantic import Field
 from worldmill.config import ConfigError, StrictModel
 from worldmill.models.dit import PRESETS, DiTConfig, DiTWorldModel, preset
 from worldmill.training import data, latents, metrics
-from worldmill.training.camera import camera_prompts, caption_motion, estimate_camera
+from worldmill.training.camera import (
+    camera_control,
+    camera_prompts,
+    caption_motion,
+    estimate_camera,
+)
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.encode import fit_clip
 from worldmill.training.kinds.ar import TokenData, eval_windows
@@ -77,6 +82,7 @@ class DitModelConfig(StrictModel):
     logit_mean: float | None = None  # training noise level t = sigmoid(N(mean, std))
     logit_std: float | None = Field(None, gt=0)
     t1_prob: float | None = Field(None, ge=0, le=1)  # P(t = 1, pure noise) in training
+    given_inputs: bool | None = None  # tokens also read the anchor + its change (Video2World)
     loss_weight: Literal["variance", "uniform"] | None = None  # x0 MSE per channel
     backend: Literal["megatron", "torch"] = "megatron"
 
@@ -132,7 +138,7 @@ class DiffusionTrainConfig(TrainConfig):
             lr=1e-3, weight_decay=0.01, pca_init_clips=0, ema_decay=0.99
         )  # evaluation and generation use the EMA weights
     )
-    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=800, checkpoint_every=200))
+    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=1600, checkpoint_every=400))
 
 
 def tokenizer_channels(tokenizer_run: str | Path) -> int:
@@ -303,44 +309,9 @@ class DiffusionSpec(Spec):
         }
         if real_motion:
             out["camera_motion_accuracy_real"] = float(np.mean(real_motion))
-        out.update(self._camera_control(dit, tok, data_, cfg, ctx, fps))
-        return out
-
-    def _camera_control(self, dit, tok, data_: LatentData, cfg, ctx, fps: float) -> dict:
-        """Text2World samples from motion-naming prompts, scored by the flow estimator."""
-        from worldmill.config import EmbedConfig
-        from worldmill.tasks.embed import embed_texts
-
-        d, s = cfg.data, cfg.sample
-        tc = tok.cfg.temporal_compression
-        if cfg.eval.camera_prompts == 0:
-            return {}
         held = {r.clip_id for r in data_.held_out}
-        prompts = camera_prompts(data_.text, held, cfg.eval.camera_prompts)
-        embs = [e if e is not None else embed_texts([c], EmbedConfig())[0] for _, c, e in prompts]
-        text = torch.from_numpy(np.stack(embs)).float().to(ctx.device)
-        want = [m for m, _, _ in prompts]
-        res: dict = {}
-        for key, g in (("camera_motion_accuracy", s.guidance), ("camera_motion_accuracy_g1", 1.0)):
-            # one batch: every prompt one sample (the seed fixes all of them)
-            lat = dit.text2world(text, d.frames, (d.size, d.size), s.text2world == "first_frame",
-                                 steps=s.steps, guidance=g, shift=s.shift, seed=s.seed)  # fmt: skip
-            videos = tok.decode(lat).clamp(-1, 1).float().cpu()  # (P, 3, T, H, W)
-            got = [estimate_camera(v, fps, stride=tc) for v in metrics.to_uint8(videos)]
-            res[key] = float(np.mean([a == b for a, b in zip(got, want, strict=True)]))
-            res[f"{key}_estimated"] = got
-            if key == "camera_motion_accuracy":
-                first = {m: v for m, v in zip(want[::-1], list(videos)[::-1], strict=True)}
-                metrics.plot_recon(first, ctx.run / "text2world.png", n_frames=6)
-        classes = sorted(set(want))
-        res.update(
-            camera_motion_chance=1.0 / len(classes),
-            camera_motion_classes=classes,
-            camera_motion_prompts=[c for _, c, _ in prompts],
-            camera_motion_prompted=want,
-            camera_motion_guidance=s.guidance,
-        )
-        return res
+        out.update(camera_control(dit, tok, data_.text, held, cfg, ctx.run / "text2world.png", fps))
+        return out
 
     # -- generation ------------------------------------------------------------------------
 

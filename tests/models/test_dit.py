@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.models.tester import ModelTester
-from worldmill.models.dit import PRESETS, DiTWorldModel, last_given, preset
+from worldmill.models.dit import PRESETS, DiTWorldModel, given_change, last_given, preset
 
 TINY = PRESETS["tiny"]  # 4 latent channels, 3 x 4 x 4 windows, 2 layers of width 32
 
@@ -47,6 +47,10 @@ def test_untrained_model_predicts_the_last_given_frame_and_sampler_keeps_given_f
     x0 = m.denoise(x, t, text)
     assert torch.equal(x0[0, :, 1], x[0, :, 0]) and torch.equal(x0[1, :, 2], x[1, :, 1])
     assert torch.equal(last_given(x, torch.full((2, 3), 0.5)), torch.zeros_like(x))
+    # the motion cue: the anchor minus the given frame before it (zero with one given frame)
+    cue = given_change(x, t)
+    torch.testing.assert_close(cue[1, :, 2], x[1, :, 1] - x[1, :, 0])
+    assert torch.equal(cue[0], torch.zeros_like(cue[0]))
     trained = _model(3).eval()
     out = trained.sample(x[:, :, :2], 1, text, steps=3, guidance=3.0, seed=5)
     assert out.shape == (2, 4, 3, 4, 4)

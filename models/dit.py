@@ -24,7 +24,8 @@ noised and denoised by a DiT:
   final layer starts at zero, so an untrained model predicts "copy the last given frame";
 * **loss**: mean squared error of ``x_0`` over the noisy frames (= the velocity loss
   ``|v - v_hat|^2`` weighted by ``t^2``, which keeps high-noise steps -- those that set
-  the content -- from being drowned by the nearly clean ones);
+  the content -- from being drowned by the nearly clean ones), its channels weighted by
+  their raw variance (``loss_weight``: MSE in raw latent units, which tracks pixel MSE);
 * **sampler**: deterministic Euler steps of the flow ODE on a shifted time grid
   (``steps`` model calls, 2x with guidance), given frames held at ``t = 0``; guidance
   ``g``: ``x0 = x0_null + g (x0_caption - x0_null)`` (``g = 1``: caption only, no extra call).
@@ -69,6 +70,21 @@ class DiTConfig:
     # prediction are decided -- is trained too (P(t > 0.9) ~ 11 %).
     logit_mean: float = 0.5
     logit_std: float = 1.4
+    # P(t = 1 exactly, pure noise) in training (zero terminal SNR, Lin et al. 2024): every
+    # sample starts there, and the one-step Video2World prediction E[x0 | given frames] is
+    # made there, but the logit-normal almost never draws it (P(t > 0.99) ~ 0.2 %)
+    t1_prob: float = 0.1
+    # Each token also reads, at its own place, the last given frame (the output's anchor)
+    # and that frame's change from the given frame before it (a motion cue), as Cosmos
+    # Video2World concatenates its condition frames to the input; without them the network
+    # must find the anchor through attention (it had not, in 1,600 steps: RESULTS.md).
+    given_inputs: bool = True
+    # Per-channel weight of the x0 loss: "variance" weights each standardised channel by its
+    # raw variance, i.e. the loss is the MSE in raw latent units. The CV decoder is about
+    # equally sensitive to every raw channel (1.1-1.4e-3 pixel MSE per unit, measured), so
+    # this is ~pixel MSE; "uniform" (standardised MSE) spent the model on the 13 low-variance
+    # channels that carry ~15 % of the pixel signal and do not persist between frames.
+    loss_weight: str = "variance"
     backend: str = "megatron"  # "megatron" (TransformerBlock) or "torch" (plain twin)
 
     @property
@@ -80,7 +96,7 @@ class DiTConfig:
         return self.latent_channels * self.patch_t * self.patch * self.patch
 
 
-# Sizes. "tiny" is the tests'; "cpu" the 2-core default run (4 x 128, ~1.6M parameters).
+# Sizes. "tiny" is the tests'; "cpu" the 2-core default run (4 x 128, 1.95M parameters with the default tokenizer).
 PRESETS: dict[str, DiTConfig] = {
     "tiny": DiTConfig(latent_channels=4, max_t=3, max_h=4, max_w=4, num_layers=2,
                       hidden_size=32, num_heads=4, text_tokens=2, freq_dim=32),
@@ -190,6 +206,10 @@ class DiTWorldModel(nn.Module):
         d = cfg.hidden_size
         if d % cfg.num_heads:
             raise ValueError(f"hidden_size {d} is not a multiple of num_heads {cfg.num_heads}")
+        if cfg.loss_weight not in ("variance", "uniform"):
+            raise ValueError(
+                f"loss_weight must be 'variance' or 'uniform', got {cfg.loss_weight!r}"
+            )
         if cfg.backend == "megatron":
             from worldmill.training import megatron as mc
 
@@ -198,7 +218,7 @@ class DiTWorldModel(nn.Module):
             self.block = _TorchBlock(cfg)
         else:
             raise ValueError(f"backend must be 'megatron' or 'torch', got {cfg.backend!r}")
-        self.patch_in = nn.Linear(cfg.patch_dim, d)
+        self.patch_in = nn.Linear(cfg.patch_dim * (3 if cfg.given_inputs else 1), d)
         self.pos_t = nn.Embedding(cfg.max_t // cfg.patch_t, d)
         self.pos_h = nn.Embedding(cfg.max_h // cfg.patch, d)
         self.pos_w = nn.Embedding(cfg.max_w // cfg.patch, d)
@@ -259,7 +279,11 @@ class DiTWorldModel(nn.Module):
                 f"and within the model's {c.max_t}x{c.max_h}x{c.max_w}"
             )
         tt, hh, ww = T // pt, H // p, W // p
-        x = rearrange(z_t, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
+        anchor = last_given(z_t, t)
+        x = z_t
+        if c.given_inputs:  # (B, 3C, T, H, W): every cell sees its anchor and motion cue
+            x = torch.cat([z_t, anchor, given_change(z_t, t)], 1)
+        x = rearrange(x, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
         x = self.patch_in(x)  # (B, N, D)
         pos = (
             self.pos_t.weight[:tt, None, None]
@@ -287,7 +311,7 @@ class DiTWorldModel(nn.Module):
             out, "(t h w) b (c i j k) -> b c (t i) (h j) (w k)",
             t=tt, h=hh, w=ww, i=pt, j=p, k=p,
         )  # fmt: skip
-        return last_given(z_t, t) + delta
+        return anchor + delta
 
     # -- training --------------------------------------------------------------------------
 
@@ -298,12 +322,13 @@ class DiTWorldModel(nn.Module):
         (checkpointed per rank by the loop, so a resumed run draws the same)."""
         b, _, T = x.shape[:3]
         dev = x.device
-        u = torch.rand(b, 3, generator=gen, device=dev)
+        u = torch.rand(b, 4, generator=gen, device=dev)
         noise = torch.randn(x.shape, generator=gen, device=dev)
         logit = self.cfg.logit_mean + self.cfg.logit_std * torch.randn(b, generator=gen, device=dev)
+        t = torch.where(u[:, 3] < self.cfg.t1_prob, torch.ones_like(logit), torch.sigmoid(logit))
         given = 1 + (u[:, 1] * (T - 1)).long().clamp_max(T - 2)  # 1 .. T-1
         given = torch.where(u[:, 0] < self.cfg.t2w_prob, torch.zeros_like(given), given)
-        return {"noise": noise, "t": torch.sigmoid(logit), "given": given,
+        return {"noise": noise, "t": t, "given": given,
                 "drop": u[:, 2] < self.cfg.cond_drop}  # fmt: skip
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, draw: dict | None = None):
@@ -317,8 +342,16 @@ class DiTWorldModel(nn.Module):
         tb = t[:, None, :, None, None]
         z_t = (1 - tb) * z + tb * d["noise"]
         text = torch.where(d["drop"][:, None], torch.zeros_like(text), text.float())
-        err = (self.denoise(z_t, t, text) - z).pow(2).mean((1, 3, 4))  # (B, T)
+        sq = (self.denoise(z_t, t, text) - z).pow(2)  # (B, C, T, H, W)
+        err = (sq * self.channel_weight()[:, None, None, None]).sum(1).mean((2, 3))  # (B, T)
         return (err * noisy).sum() / noisy.sum().clamp_min(1)
+
+    def channel_weight(self) -> torch.Tensor:
+        """``(C,)`` loss weights summing to 1 (``cfg.loss_weight``)."""
+        if self.cfg.loss_weight == "uniform":
+            return torch.full_like(self.latent_std, 1 / self.cfg.latent_channels)
+        var = self.latent_std.pow(2)
+        return var / var.sum()
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -368,13 +401,49 @@ class DiTWorldModel(nn.Module):
             z = torch.where(noisy[:, None, :, None, None], z_new, z)
         return self.denormalise(z)
 
+    @torch.no_grad()
+    def text2world(
+        self, text: torch.Tensor | None, frames: int, hw: tuple[int, int] | None = None,
+        first_frame: bool = True, **kw,
+    ) -> torch.Tensor:  # fmt: skip
+        """Raw latents ``(B, C, frames, H, W)`` from captions alone (``sample``'s keywords).
+
+        ``first_frame`` (Cosmos-Predict2's Text2World = Text2Image, then Video2World): of a
+        joint sample only the first latent frame is kept, and the others are sampled again
+        given it, so they start from "copy the frame before" (the output's anchor) and the
+        caption has only the motion left to decide; else the joint sample as is."""
+        out = self.sample(None, frames, text, hw=hw, **kw)
+        if first_frame and frames > 1:
+            out = self.sample(out[:, :, :1], frames - 1, text, **kw)
+        return out
+
+
+def _latest_given(t: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` index of the latest given frame (``t == 0``) at or before each frame, -1
+    where none is."""
+    T = t.shape[1]
+    return torch.where(t == 0, torch.arange(T, device=t.device)[None], -1).cummax(1).values
+
+
+def _frames_at(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``z[:, :, idx]`` per batch row, zero where ``idx`` is -1. ``(B, C, T, H, W)``."""
+    b, c, _, h, w = z.shape
+    got = torch.gather(z, 2, repeat(idx.clamp_min(0), "b t -> b c t h w", c=c, h=h, w=w))
+    return got * (idx >= 0)[:, None, :, None, None]
+
 
 def last_given(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``(B, C, T, H, W)``: for every frame, the latest given frame (``t == 0``) at or
     before it, zero where none is (the anchor the denoiser's output is added to)."""
-    T = z_t.shape[2]
-    idx = torch.where(t == 0, torch.arange(T, device=t.device)[None], -1)  # (B, T)
-    idx = idx.cummax(1).values
-    got = torch.gather(z_t, 2, repeat(idx.clamp_min(0), "b t -> b c t h w", c=z_t.shape[1],
-                                      h=z_t.shape[3], w=z_t.shape[4]))  # fmt: skip
-    return got * (idx >= 0)[:, None, :, None, None]
+    return _frames_at(z_t, _latest_given(t))
+
+
+def given_change(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T, H, W)``: for every frame, its anchor (``last_given``) minus the given
+    frame before the anchor; zero where there are not two given frames (a motion cue)."""
+    idx = _latest_given(t)
+    prev = torch.gather(idx, 1, (idx - 1).clamp_min(0))  # latest given before the anchor
+    prev = torch.where(idx >= 1, prev, -1)
+    return torch.where(
+        (prev >= 0)[:, None, :, None, None], _frames_at(z_t, idx) - _frames_at(z_t, prev), 0.0
+    )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.models.tester import ModelTester
-from worldmill.models.dit import PRESETS, DiTWorldModel, last_given, preset
+from worldmill.models.dit import PRESETS, DiTWorldModel, given_change, last_given, preset
 
 TINY = PRESETS["tiny"]  # 4 latent channels, 3 x 4 x 4 windows, 2 layers of width 32
 
@@ -47,6 +47,10 @@ def test_untrained_model_predicts_the_last_given_frame_and_sampler_keeps_given_f
     x0 = m.denoise(x, t, text)
     assert torch.equal(x0[0, :, 1], x[0, :, 0]) and torch.equal(x0[1, :, 2], x[1, :, 1])
     assert torch.equal(last_given(x, torch.full((2, 3), 0.5)), torch.zeros_like(x))
+    # the motion cue: the anchor minus the given frame before it (zero with one given frame)
+    cue = given_change(x, t)
+    torch.testing.assert_close(cue[1, :, 2], x[1, :, 1] - x[1, :, 0])
+    assert torch.equal(cue[0], torch.zeros_like(cue[0]))
     trained = _model(3).eval()
     out = trained.sample(x[:, :, :2], 1, text, steps=3, guidance=3.0, seed=5)
     assert out.shape == (2, 4, 3, 4, 4)
@@ -109,3 +113,39 @@ class TestDiTWorldModel(ModelTester):
     def outputs(self, model, x: dict) -> torch.Tensor:
         t = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.0, 0.9]])  # per-frame noise levels
         return model.denoise(x["x"], t, x["text"])  # (B, C, T, H, W) x0 prediction
+
+
+def test_variance_loss_weight_is_the_mse_in_raw_latent_units():
+    x, text = _latents(), torch.randn(2, 384)
+    std = torch.tensor([4.0, 2.0, 1.0, 0.5])
+    losses = {}
+    for how in ("variance", "uniform"):
+        m = _model(0, preset("tiny", loss_weight=how))
+        m.set_latent_stats(torch.zeros(4), std)
+        d = m.draw(m.normalise(x), torch.Generator().manual_seed(3))
+        losses[how] = float(m(x, text, d))
+        with torch.no_grad():  # by hand: the x0 error of the noisy frames (given: 1 or 2)
+            z = m.normalise(x)
+            noisy = torch.arange(3)[None] >= d["given"][:, None]
+            tb = (d["t"][:, None] * noisy)[:, None, :, None, None]
+            z_t = (1 - tb) * z + tb * d["noise"]
+            t_drop = torch.where(d["drop"][:, None], torch.zeros_like(text), text)
+            raw = m.denormalise(m.denoise(z_t, tb[:, 0, :, 0, 0], t_drop)) - x  # raw units
+            if how == "variance":  # squared raw error over the channels' total variance
+                err = raw.pow(2).sum(1).mean((2, 3)) / std.pow(2).sum()
+            else:  # mean squared standardised error
+                err = (raw / std[:, None, None, None]).pow(2).mean((1, 3, 4))
+            torch.testing.assert_close(losses[how], float((err * noisy).sum() / noisy.sum()))
+    assert losses["variance"] != losses["uniform"]
+    with pytest.raises(ValueError, match="loss_weight"):
+        DiTWorldModel(preset("tiny", loss_weight="pixels"))
+
+
+def test_text2world_first_frame_then_video2world():
+    m, text = _model(2).eval(), torch.randn(2, 384)
+    joint = m.text2world(text, 3, (4, 4), first_frame=False, steps=2, seed=1)
+    torch.testing.assert_close(joint, m.sample(None, 3, text, hw=(4, 4), steps=2, seed=1))
+    two = m.text2world(text, 3, (4, 4), steps=2, seed=1)  # the joint sample's frame 0 kept
+    assert two.shape == (2, 4, 3, 4, 4)
+    torch.testing.assert_close(two[:, :, :1], joint[:, :, :1])
+    assert (two[:, :, 1:] - joint[:, :, 1:]).abs().max() > 1e-4

@@ -86,3 +86,33 @@ def test_camera_prompts_come_from_captions_naming_a_motion():
         ("zoom_in", "A slow zoom in on z"),
     ]
     assert len(camera_prompts({"d": ("none", e)}, set(), 2)) == 6  # templates
+
+
+def _filmed(motion: str, frames: int = 13, size: int = 96) -> np.ndarray:
+    """``(frames, size, size, 3)`` uint8: a smooth random texture filmed by a camera that
+    moves 0.4 px per frame (pan / tilt) or scales its window by 1 % per frame (zoom)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    tex = cv2.GaussianBlur(
+        rng.uniform(0, 255, (3 * size, 3 * size, 3)).astype(np.float32), (0, 0), 3
+    )
+    tex = cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX)
+    c = 1.5 * size
+    out = []
+    for i in range(frames):
+        dx = {"pan_right": 0.4, "pan_left": -0.4}.get(motion, 0.0) * i  # camera moves right
+        dy = {"tilt_down": 0.4, "tilt_up": -0.4}.get(motion, 0.0) * i
+        s = {"zoom_in": 1.01, "zoom_out": 1 / 1.01}.get(motion, 1.0) ** i  # content scale
+        m = np.array([[s, 0, size / 2 - s * (c + dx)], [0, s, size / 2 - s * (c + dy)]])
+        out.append(cv2.warpAffine(tex, m, (size, size), flags=cv2.INTER_CUBIC))
+    return np.clip(np.stack(out), 0, 255).astype(np.uint8)
+
+
+def test_camera_estimator_reads_slow_motion_one_latent_frame_apart():
+    from worldmill.sample_world import MOTIONS
+    from worldmill.training.camera import estimate_camera
+
+    # 0.4 px per frame: what the world corpus's slowest pans give at 96 px
+    for motion in MOTIONS:
+        assert estimate_camera(_filmed(motion), 24.0, stride=4) == motion, motion

@@ -28,12 +28,14 @@ for the captioner's words: "pan to the left/right", "tilt up/down", "zoom in/out
 shot"; ``eval.camera_prompts`` per motion; the captioner's own phrasing as templates when
 no caption names one), one sample each, decoded, and classified by the project's
 optical-flow estimator (``tasks/filter_motion.camera_motion_stats`` +
-``tasks/caption.classify_camera``) on the generated frames:
+``tasks/caption.classify_camera``) on the generated frames, on frame pairs one latent frame
+(``t_c`` pixel frames) apart (``camera.estimate_camera``):
 
     camera_motion_accuracy     fraction whose estimated motion is the prompted one
     camera_motion_accuracy_g1  the same at guidance 1 (caption only, no CFG)
     camera_motion_chance       1 / number of motion classes prompted
-    camera_motion_accuracy_real  the estimator on the real held-out windows (its ceiling)
+    camera_motion_accuracy_real  the estimator on the real held-out windows, decoded by the
+                                 tokenizer as generated ones are (the metric's ceiling)
 
 plus ``predict.png`` (rows: real, tokenizer, diffusion, copy-latent baseline) and
 ``text2world.png`` (one Text2World sample per prompted motion).
@@ -51,7 +53,12 @@ from pydantic import Field
 from worldmill.config import ConfigError, StrictModel
 from worldmill.models.dit import PRESETS, DiTConfig, DiTWorldModel, preset
 from worldmill.training import data, latents, metrics
-from worldmill.training.camera import camera_prompts, caption_motion, estimate_camera
+from worldmill.training.camera import (
+    camera_control,
+    camera_prompts,
+    caption_motion,
+    estimate_camera,
+)
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.encode import fit_clip
 from worldmill.training.kinds.ar import TokenData, eval_windows
@@ -74,6 +81,9 @@ class DitModelConfig(StrictModel):
     t2w_prob: float | None = Field(None, ge=0, le=1)  # P(no given frame) in training
     logit_mean: float | None = None  # training noise level t = sigmoid(N(mean, std))
     logit_std: float | None = Field(None, gt=0)
+    t1_prob: float | None = Field(None, ge=0, le=1)  # P(t = 1, pure noise) in training
+    given_inputs: bool | None = None  # tokens also read the anchor + its change (Video2World)
+    loss_weight: Literal["variance", "uniform"] | None = None  # x0 MSE per channel
     backend: Literal["megatron", "torch"] = "megatron"
 
 
@@ -81,7 +91,10 @@ class LatentDataConfig(StrictModel):
     """Latent windows from the CV latent cache."""
 
     frames: int = Field(4, ge=2)  # latent frames per window (4 at 4x = 13 pixel frames)
-    size: int = Field(8, ge=1)  # latent rows = columns per window (8 at 8x = 64 px)
+    # latent rows = columns per window: 12 at 8x = 96 px, the full height of the default
+    # tokenizer's 96 px clips, so a zoom about the frame centre reads as a zoom in every
+    # window (in 64 px corner windows it reads as a pan: RESULTS.md, diffusion round 2)
+    size: int = Field(12, ge=1)
     batch_size: int = Field(8, ge=1)  # windows per rank per step
     holdout: int = Field(4, ge=1)  # clips held out, whole source videos
     random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
@@ -94,6 +107,9 @@ class DiffusionSampleConfig(StrictModel):
     steps: int = Field(8, ge=1)  # Euler steps of the flow ODE (model calls, x2 with CFG)
     guidance: float = Field(4.0, ge=0)  # classifier-free guidance; 1 = caption only
     shift: float = Field(1.0, gt=0)  # time-grid shift (> 1: more steps at high noise)
+    # Text2World: "first_frame" = sample, keep its first latent frame, sample the rest given
+    # it (Cosmos-Predict2's Text2Image -> Video2World); "joint" = all frames at once
+    text2world: Literal["first_frame", "joint"] = "first_frame"
     seed: int = 0
 
 
@@ -101,6 +117,10 @@ class DiffusionEvalConfig(StrictModel):
     # Sampler steps of the Video2World ``psnr`` / ``ssim``: 1 = the one-step x0 prediction
     # E[x0 | given frames] (what PSNR rewards); ``psnr_sampled`` uses ``sample.steps``.
     v2w_steps: int = Field(1, ge=1)
+    # Guidance of the Video2World ``psnr``: 1 = the caption-conditioned E[x0 | given frames];
+    # CFG (g > 1) pushes the estimate away from that mean (``psnr_guided`` reports
+    # ``sample.guidance``). Text2World and ``psnr_sampled`` use ``sample.guidance``.
+    v2w_guidance: float = Field(1.0, ge=0)
     camera_prompts: int = Field(4, ge=0)  # Text2World prompts per camera motion; 0 = off
 
 
@@ -114,9 +134,11 @@ class DiffusionTrainConfig(TrainConfig):
     sample: DiffusionSampleConfig = Field(default_factory=DiffusionSampleConfig)
     eval: DiffusionEvalConfig = Field(default_factory=DiffusionEvalConfig)
     optim: OptimConfig = Field(
-        default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, pca_init_clips=0)
+        default_factory=lambda: OptimConfig(
+            lr=1e-3, weight_decay=0.01, pca_init_clips=0, ema_decay=0.99
+        )  # evaluation and generation use the EMA weights
     )
-    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=800, checkpoint_every=200))
+    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=1600, checkpoint_every=400))
 
 
 def tokenizer_channels(tokenizer_run: str | Path) -> int:
@@ -214,6 +236,7 @@ class DiffusionSpec(Spec):
             "dit": [],
             "base": [],
             "sampled": [],
+            "guided": [],
         }
         copy: list[torch.Tensor] = []
         real_motion: list[bool] = []  # the estimator on real held-out centre windows
@@ -227,20 +250,31 @@ class DiffusionSpec(Spec):
             grid = torch.from_numpy(latents.load_array(ref).astype(np.float32))  # (C, T', H', W')
             caption, emb = data_.text[ref.clip_id]
             text = torch.from_numpy(emb)[None].to(ctx.device)
-            for i, (w, px) in enumerate(eval_windows(grid, video, d.size, d.frames, tc, sc)):
+            for w, px in eval_windows(grid, video, d.size, d.frames, tc, sc):
                 w = w[None].to(ctx.device)  # (1, C, frames, size, size)
-                pred = dit.sample(w[:, :, :-1], 1, text, steps=v2w_steps, guidance=s.guidance,
-                                  shift=s.shift, seed=s.seed)  # fmt: skip
+                pred = dit.sample(
+                    w[:, :, :-1],
+                    1,
+                    text,
+                    steps=v2w_steps,
+                    guidance=cfg.eval.v2w_guidance,
+                    shift=s.shift,
+                    seed=s.seed,
+                )
+                guided = dit.sample(w[:, :, :-1], 1, text, steps=v2w_steps, guidance=s.guidance,
+                                    shift=s.shift, seed=s.seed)  # fmt: skip
                 sampled = dit.sample(w[:, :, :-1], 1, text, steps=s.steps, guidance=s.guidance,
                                      shift=s.shift, seed=s.seed)  # fmt: skip
                 base = torch.cat([w[:, :, :-1], w[:, :, -2:-1]], 2)
-                for name, lat in (("tok", w), ("dit", pred), ("base", base), ("sampled", sampled)):
+                lats = {"tok": w, "dit": pred, "base": base, "sampled": sampled, "guided": guided}
+                for name, lat in lats.items():
                     rows[name].append(tok.decode(lat).clamp(-1, 1).float().cpu()[0])
                 rows["real"].append(px)
                 copy.append(px[:, -tc - 1 : -tc].expand(-1, tc, -1, -1))
                 want = caption_motion(caption)
-                if i == 0 and want is not None:
-                    real_motion.append(estimate_camera(metrics.to_uint8(px[None])[0], fps) == want)
+                if want is not None:  # as generated windows are read: decoded, stride t_c
+                    real = metrics.to_uint8(rows["tok"][-1][None])[0]
+                    real_motion.append(estimate_camera(real, fps, stride=tc) == want)
         if not rows["real"]:
             raise ValueError("no held-out clips to evaluate")
         stack = {k: torch.stack(v) for k, v in rows.items()}  # (N, 3, T, H, W)
@@ -255,6 +289,7 @@ class DiffusionSpec(Spec):
             "kind": "diffusion",
             "psnr": metrics.psnr(part["dit"], target),
             "ssim": metrics.ssim(part["dit"], target),
+            "psnr_guided": metrics.psnr(part["guided"], target),  # v2w_steps, sample.guidance
             "psnr_sampled": metrics.psnr(part["sampled"], target),  # sample.* settings
             "ssim_sampled": metrics.ssim(part["sampled"], target),
             "baseline_psnr": metrics.psnr(part["base"], target),
@@ -268,48 +303,15 @@ class DiffusionSpec(Spec):
             "eval_window": [d.frames, d.size, d.size],
             "predicted_pixel_frames": tc,
             "v2w_steps": v2w_steps,
+            "v2w_guidance": cfg.eval.v2w_guidance,
             "sampling": s.model_dump(),
             "params": sum(p.numel() for p in dit.parameters()),
         }
         if real_motion:
             out["camera_motion_accuracy_real"] = float(np.mean(real_motion))
-        out.update(self._camera_control(dit, tok, data_, cfg, ctx, fps))
-        return out
-
-    def _camera_control(self, dit, tok, data_: LatentData, cfg, ctx, fps: float) -> dict:
-        """Text2World samples from motion-naming prompts, scored by the flow estimator."""
-        from worldmill.config import EmbedConfig
-        from worldmill.tasks.embed import embed_texts
-
-        d, s = cfg.data, cfg.sample
-        if cfg.eval.camera_prompts == 0:
-            return {}
         held = {r.clip_id for r in data_.held_out}
-        prompts = camera_prompts(data_.text, held, cfg.eval.camera_prompts)
-        embs = [e if e is not None else embed_texts([c], EmbedConfig())[0] for _, c, e in prompts]
-        text = torch.from_numpy(np.stack(embs)).float().to(ctx.device)
-        want = [m for m, _, _ in prompts]
-        res: dict = {}
-        for key, g in (("camera_motion_accuracy", s.guidance), ("camera_motion_accuracy_g1", 1.0)):
-            # one batch: every prompt one sample (the seed fixes all of them)
-            lat = dit.sample(None, d.frames, text, hw=(d.size, d.size), steps=s.steps,
-                             guidance=g, shift=s.shift, seed=s.seed)  # fmt: skip
-            videos = tok.decode(lat).clamp(-1, 1).float().cpu()  # (P, 3, T, H, W)
-            got = [estimate_camera(v, fps) for v in metrics.to_uint8(videos)]
-            res[key] = float(np.mean([a == b for a, b in zip(got, want, strict=True)]))
-            res[f"{key}_estimated"] = got
-            if key == "camera_motion_accuracy":
-                first = {m: v for m, v in zip(want[::-1], list(videos)[::-1], strict=True)}
-                metrics.plot_recon(first, ctx.run / "text2world.png", n_frames=6)
-        classes = sorted(set(want))
-        res.update(
-            camera_motion_chance=1.0 / len(classes),
-            camera_motion_classes=classes,
-            camera_motion_prompts=[c for _, c, _ in prompts],
-            camera_motion_prompted=want,
-            camera_motion_guidance=s.guidance,
-        )
-        return res
+        out.update(camera_control(dit, tok, data_.text, held, cfg, ctx.run / "text2world.png", fps))
+        return out
 
     # -- generation ------------------------------------------------------------------------
 
@@ -367,7 +369,8 @@ def generate_diffusion(
         kw = dict(steps=s.steps, guidance=g, shift=s.shift)
         if video_or_image is None:  # Text2World: the first window from the caption alone
             k = min(frames, max_t)
-            out = model.sample(None, k, text, hw=(size, size), seed=seed, **kw)
+            first = s.text2world == "first_frame"
+            out = model.text2world(text, k, (size, size), first, seed=seed, **kw)
             left, step_seed = frames - k, seed + 1
         else:
             px = size * sc

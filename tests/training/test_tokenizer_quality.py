@@ -54,15 +54,16 @@ def test_pca_initialised_codec_beats_bicubic_before_any_training(shards):
     with torch.no_grad():
         recon = model(clips).clamp(-1, 1)
     base, _ = metrics.bicubic_baseline(clips, model.latent_numel(*clips.shape[2:]))
-    # Held-out clips are whole source videos (per-video split): on this set the PCA start
-    # wins by ~0.45 dB PSNR and clearly on SSIM; training widens both (see RESULTS.md).
-    assert metrics.psnr(recon, clips) > metrics.psnr(base, clips) + 0.25
-    assert metrics.ssim(recon, clips) > metrics.ssim(base, clips) + 0.05
-    # and the budget is the same: the codec's latent holds no more values than bicubic's
-    # small frames (3 x T x h x w) -- the comparison is at equal size, not a free win
+    # Held-out clips are whole source videos (per-video split). Against bicubic with at
+    # least the latent's values (11x11 frames here: 3,267 >= 3,072) the PCA start wins by
+    # 0.11 dB PSNR (23.54 vs 23.43) and clearly on SSIM (0.720 vs 0.518).
+    assert metrics.psnr(recon, clips) > metrics.psnr(base, clips)
+    assert metrics.ssim(recon, clips) > metrics.ssim(base, clips) + 0.1
+    # and the budget is the same: bicubic's small frames (3 x T x h x w) hold at least as
+    # many values as the codec's latent -- the comparison is at equal size, not a free win
     n_latent = model.latent_numel(*clips.shape[2:])
     _, (h, w) = metrics.bicubic_baseline(clips, n_latent)
-    assert 3 * clips.shape[2] * h * w <= n_latent
+    assert 3 * clips.shape[2] * h * w >= n_latent
 
 
 @pytest.mark.slow

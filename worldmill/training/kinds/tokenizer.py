@@ -191,10 +191,11 @@ class TokenizerSpec(Spec):
         recon = torch.cat([model(c[None]) for c in clips]).clamp(-1, 1).float().cpu()
         clips = clips.cpu()
         n, _, t, h, w = clips.shape
-        # Equal bytes: bicubic keeps 8-bit pixels, as many as the latent has bytes (DV:
-        # log2(vocab) bits per token; CV: one byte per value, so bytes = values).
+        # Equal bytes: bicubic keeps 8-bit pixels, at least as many as the latent has bytes
+        # (DV: log2(vocab) bits per token; CV: one byte per value, so bytes = values); the
+        # grid is rounded up, so the baseline gets a few more bytes, never fewer.
         budget = model.latent_bytes(t, h, w)
-        base, base_hw = metrics.bicubic_baseline(clips, int(budget))
+        base, base_hw = metrics.bicubic_baseline(clips, budget)
         metrics.plot_recon(
             {"input": clips[0], "tokenizer": recon[0], "bicubic": base[0]}, ctx.run / "recon.png"
         )
@@ -210,6 +211,7 @@ class TokenizerSpec(Spec):
             "eval_shape": [t, h, w],
             "latent_values_per_clip": values,
             "latent_bytes_per_clip": round(budget, 1),
+            "baseline_bytes_per_clip": 3 * t * base_hw[0] * base_hw[1],
             "compression": round(3 * t * h * w / budget, 2),  # 8-bit pixels / latent bytes
             "params": sum(p.numel() for p in model.parameters()),
         }

@@ -41,6 +41,9 @@ class TokenizerModelConfig(StrictModel):
     # Off: on the world corpus training every weight ends level with the fitted start after
     # 100 steps, the frozen codec 0.02 dB / 0.012 SSIM below (bench/RESULTS.md).
     freeze_linear: bool = False
+    # Patch decoder reads its k x k neighbours in this and the previous latent frame,
+    # least-squares fitted on the quantised codes (DV only; 1 = its own latent only).
+    patch_decoder_kernel: int = Field(1, ge=1, le=7)
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerModelConfig:
@@ -48,6 +51,8 @@ class TokenizerModelConfig(StrictModel):
             raise ValueError("spatial_compression must be >= patch_size")
         if any(lv < 2 for lv in self.fsq_levels) or not self.fsq_levels:
             raise ValueError(f"fsq_levels must be a non-empty list of ints >= 2: {self.fsq_levels}")
+        if self.patch_decoder_kernel % 2 == 0:
+            raise ValueError(f"patch_decoder_kernel must be odd, got {self.patch_decoder_kernel}")
         if self.channels % 8:
             raise ValueError(f"channels must be a multiple of 8, got {self.channels}")
         return self

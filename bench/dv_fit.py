@@ -6,7 +6,7 @@ equal latent bytes, for several FSQ level sets: which DV layout to train.
 
 Per level set: the run's own config (``resolve_config("tokenizer")`` with ``model.kind=dv``,
 the levels and ``--set``), the same held-out split and PCA crops as the trainer's
-``init_model`` (``optim.pca_init_clips`` crops of the training videos, seed ``run.seed``),
+``init_model`` (``cfg.pca_crops()`` crops of the training videos, seed ``run.seed``),
 then held-out PSNR / SSIM of the fitted codec and of bicubic with at least the latent's bytes
 (``metrics.bicubic_baseline``). Nothing is trained; one process.
 """
@@ -32,7 +32,7 @@ def fit_and_score(shards: str, levels: str, overrides: list[str], holdout: int) 
     d = cfg.data
     train, held = data.split_holdout(data.index_shards(shards), d.holdout)
     crops = data.ResumableClipStream(
-        train, cfg.optim.pca_init_clips, d.num_frames, d.crop, d.width, d.fps, seed=cfg.run.seed
+        train, cfg.pca_crops(), d.num_frames, d.crop, d.width, d.fps, seed=cfg.run.seed
     ).batch(0)
     torch.manual_seed(cfg.run.seed)
     model = build_tokenizer(cfg).eval()

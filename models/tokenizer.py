@@ -45,7 +45,7 @@ class TokenizerConfig:
     # DV: 2^16 codes (16 bits per token, as Cosmos' [8,8,8,5,5,5]), spent on few, finely
     # quantised channels: with the quantiser-fitted init, +2.6 dB on held-out curate clips
     # over [8,8,8,5,5,5] (bench/RESULTS.md).
-    fsq_levels: list[int] = field(default_factory=lambda: [64, 16, 8, 8])
+    fsq_levels: list[int] = field(default_factory=lambda: [32, 16, 16, 8])
     channels: int = 128  # width after the patchify stem
     channel_mult: list[int] = field(default_factory=lambda: [1, 1])  # per stride-2 stage
     blocks_per_level: int = 1  # residual blocks per level
@@ -379,9 +379,7 @@ class PatchCodec(nn.Module):
         y = self.blocks(videos).reshape(len(x), -1).double()  # (blocks, D)
         a = x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype)
         sol = torch.linalg.solve(a, x.T @ y)  # (taps * z + 1, D)
-        weight = rearrange(
-            sol[:-1], "(kt kh kw z) d -> d z kt kh kw", kt=kt, kh=kh, kw=kw
-        ).clone()
+        weight = rearrange(sol[:-1], "(kt kh kw z) d -> d z kt kh kw", kt=kt, kh=kh, kw=kw).clone()
         centre = weight[:, :, -1, kh // 2, kw // 2].clone()  # current frame, same block
         weight[:, :, -1, kh // 2, kw // 2] = 0
         self.dec.weight.copy_(centre)

@@ -32,7 +32,9 @@ class TokenizerModelConfig(StrictModel):
     spatial_compression: Literal[8, 16] = 8
     patch_size: Literal[1, 2, 4, 8] = 8  # lossless space-to-depth stem (8: all convs at H/8)
     latent_channels: int = Field(16, ge=1, le=256)  # CV only
-    fsq_levels: list[int] = Field(default_factory=lambda: [64, 16, 8, 8])  # DV: 2^16 codes
+    # DV: 2^16 codes (16 bits per token), spent on 4 finely quantised channels; with the
+    # context decoder [32,16,16,8] is +0.05 dB over [64,16,8,8] at step 0 (bench/RESULTS.md).
+    fsq_levels: list[int] = Field(default_factory=lambda: [32, 16, 16, 8])
     channels: int = Field(128, ge=8)  # multiple of 8 (GroupNorm groups)
     channel_mult: list[int] = Field(default_factory=lambda: [1, 1], min_length=1)
     blocks_per_level: int = Field(1, ge=1, le=8)
@@ -42,8 +44,9 @@ class TokenizerModelConfig(StrictModel):
     # 100 steps, the frozen codec 0.02 dB / 0.012 SSIM below (bench/RESULTS.md).
     freeze_linear: bool = False
     # Patch decoder reads its k x k neighbours in this and the previous latent frame,
-    # least-squares fitted on the quantised codes (DV only; 1 = its own latent only).
-    patch_decoder_kernel: int = Field(1, ge=1, le=7)
+    # least-squares fitted on the quantised codes (1 = its own latent only). None: 3 for DV
+    # (+0.7 dB at step 0 on held-out world clips), 1 for CV (nothing fits it there).
+    patch_decoder_kernel: int | None = Field(None, ge=1, le=7)
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerModelConfig:
@@ -51,7 +54,7 @@ class TokenizerModelConfig(StrictModel):
             raise ValueError("spatial_compression must be >= patch_size")
         if any(lv < 2 for lv in self.fsq_levels) or not self.fsq_levels:
             raise ValueError(f"fsq_levels must be a non-empty list of ints >= 2: {self.fsq_levels}")
-        if self.patch_decoder_kernel % 2 == 0:
+        if self.patch_decoder_kernel is not None and self.patch_decoder_kernel % 2 == 0:
             raise ValueError(f"patch_decoder_kernel must be odd, got {self.patch_decoder_kernel}")
         if self.channels % 8:
             raise ValueError(f"channels must be a multiple of 8, got {self.channels}")
@@ -92,6 +95,13 @@ class TokenizerTrainConfig(TrainConfig):
     kind: Literal["tokenizer"] = "tokenizer"
     model: TokenizerModelConfig = Field(default_factory=TokenizerModelConfig)
     data: TokenizerDataConfig = Field(default_factory=TokenizerDataConfig)
+
+    def pca_crops(self) -> int:
+        """``optim.pca_init_clips``, unset: 256 for DV (the context decoder's least-squares
+        fit has 73 x 768 unknowns at k = 3; +0.2 dB over 64 crops on 16 held-out world
+        clips), 64 for CV."""
+        n = self.optim.pca_init_clips
+        return n if n is not None else (256 if self.model.kind == "dv" else 64)
 
     @model_validator(mode="after")
     def _shapes(self) -> TokenizerTrainConfig:
@@ -138,7 +148,10 @@ class ClipData(StreamData):
 
 
 def build_tokenizer(cfg: TokenizerTrainConfig) -> CausalVideoTokenizer:
-    return CausalVideoTokenizer(TokenizerConfig(**cfg.model.model_dump()))
+    m = cfg.model.model_dump()
+    if m["patch_decoder_kernel"] is None:
+        m["patch_decoder_kernel"] = 3 if m["kind"] == "dv" else 1
+    return CausalVideoTokenizer(TokenizerConfig(**m))
 
 
 def loss_fn(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
@@ -173,7 +186,7 @@ class TokenizerSpec(Spec):
         """PCA of ``optim.pca_init_clips`` training crops for the linear patch codec. The
         crops are rank 0's first batches (a pure function of the seed), so every rank
         computes the same weights; the training stream itself is untouched."""
-        n = cfg.optim.pca_init_clips
+        n = cfg.pca_crops()
         if n == 0 or model.patch is None:
             return
         s = data_.stream

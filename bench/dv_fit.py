@@ -43,9 +43,10 @@ def fit_and_score(shards: str, levels: str, overrides: list[str], holdout: int) 
     t, h, w = clips.shape[2:]
     budget = model.latent_bytes(t, h, w)
     base, (bh, bw) = metrics.bicubic_baseline(clips, budget)
-    per_clip = [
-        round(metrics.psnr(recon[i : i + 1], clips[i : i + 1]), 2) for i in range(len(clips))
-    ]
+
+    def per_clip(x: torch.Tensor) -> list[float]:
+        return [round(metrics.psnr(x[i : i + 1], clips[i : i + 1]), 2) for i in range(len(x))]
+
     return {
         "levels": levels,
         "overrides": overrides,
@@ -56,7 +57,9 @@ def fit_and_score(shards: str, levels: str, overrides: list[str], holdout: int) 
         "ssim": round(metrics.ssim(recon, clips), 3),
         "baseline_psnr": round(metrics.psnr(base, clips), 2),
         "baseline_ssim": round(metrics.ssim(base, clips), 3),
-        "psnr_per_clip": per_clip,
+        "psnr_per_clip": per_clip(recon),
+        "baseline_psnr_per_clip": per_clip(base),
+        "held_out_sources": [r.meta.get("source_path", r.clip_id) for r in held],
     }
 
 

@@ -297,3 +297,15 @@ def test_dv_defaults_fit_the_context_decoder_on_256_crops_cv_is_unchanged():
         None,
         64,
     )
+
+
+def test_a_dv_run_config_from_before_the_context_decoder_builds_without_it():
+    from worldmill.training.kinds.tokenizer import TokenizerTrainConfig, build_tokenizer
+    from worldmill.training.registry import resolve_config
+
+    new = resolve_config("tokenizer", None, ["model.kind=dv", "model.channels=8"])
+    old = new.model_dump(mode="json")
+    del old["model"]["patch_decoder_kernel"]  # what an older run's config.json holds
+    assert build_tokenizer(TokenizerTrainConfig.model_validate(old)).patch.ctx is None
+    same = TokenizerTrainConfig.model_validate(new.model_dump(mode="json"))
+    assert build_tokenizer(same).patch.ctx is not None  # a new run reloads as it was made

@@ -48,6 +48,15 @@ class TokenizerModelConfig(StrictModel):
     # (+0.7 dB at step 0 on held-out world clips), 1 for CV (nothing fits it there).
     patch_decoder_kernel: int | None = Field(None, ge=1, le=7)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_dv_runs(cls, data):
+        # A DV run's config.json from before the context decoder lacks the key (a fresh
+        # config always has it: defaults are dumped first): build it as it was trained.
+        if isinstance(data, dict) and data.get("kind") == "dv":
+            data.setdefault("patch_decoder_kernel", 1)
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> TokenizerModelConfig:
         if self.spatial_compression < self.patch_size:

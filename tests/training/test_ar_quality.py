@@ -7,11 +7,11 @@ default steps) on the same curated shards with the same 16 whole videos held out
 tokenizer never sees the AR's held-out videos); then ``worldmill train ar`` with its
 defaults on the curated shards. ``psnr`` is the default prediction
 (``sample.predict``), ``baseline_psnr`` copies the last context latent frame through the
-same tokenizer. Figures: bench/RESULTS.md ("AR world model, round 2").
+same tokenizer. Figures: bench/RESULTS.md ("AR world model, round 3").
 
-Not met yet: the closest measured run (this recipe on the coordinator's seed-0 corpus, 150
-steps) gave psnr 18.94 vs baseline_psnr 19.04, so the test reports an xfail with the
-numbers (a crash still fails it); set ``WINS_YET`` once the model wins.
+Not met yet: this recipe on the coordinator's seed-0 corpus (300 steps) gave psnr 20.84 vs
+baseline_psnr 21.00 (600 steps: 20.78), so the test reports an xfail with the numbers (a
+crash still fails it); set ``WINS_YET`` once the model wins (bench/RESULTS.md, round 3).
 """
 
 from __future__ import annotations

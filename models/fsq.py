@@ -4,7 +4,7 @@ Each of ``len(levels)`` latent channels is bounded with tanh and rounded to one 
 ``levels[i]`` values; the straight-through estimator passes gradients through the rounding.
 The implicit codebook has ``prod(levels)`` entries and no learned parameters, so it cannot
 collapse. Cosmos DV tokenizers use levels ``[8, 8, 8, 5, 5, 5]`` = 64,000 codes; worldmill's
-default is ``[64, 16, 8, 8]`` = 65,536 (same 16 bits, see ``models/tokenizer.py``).
+default is ``[32, 16, 16, 8]`` = 65,536 (same 16 bits, see ``models/tokenizer.py``).
 """
 
 from __future__ import annotations

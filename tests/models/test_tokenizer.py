@@ -240,3 +240,72 @@ def test_freeze_linear_is_a_run_option_and_off_by_default():
 
     assert trainable() and trainable("model.kind=dv")
     assert not trainable("model.kind=dv", "model.freeze_linear=true")
+
+
+class TestDVContextDecoderTokenizerModel(_TokenizerTester):
+    """DV with the context patch decoder, fitted (non-zero taps) so causality is tested."""
+
+    kind = "dv"
+
+    def tiny_model(self, seed: int = 0) -> CausalVideoTokenizer:
+        torch.manual_seed(seed)
+        m = CausalVideoTokenizer(
+            TokenizerConfig(kind="dv", channels=8, fsq_levels=[5, 5, 5], patch_decoder_kernel=3)
+        )
+        fit = torch.rand(4, 3, 9, 32, 32, generator=torch.Generator().manual_seed(seed + 7))
+        m.init_from_data(fit * 2 - 1)  # the seed picks the fitting clips
+        return m
+
+
+def test_context_decoder_fit_beats_the_per_block_read_out_and_stays_causal():
+    """The least-squares context decoder contains the per-block affine read-out as a special
+    case, so on the fitting clips its error is lower; and latent frame t still decodes only
+    into frames of blocks >= t."""
+    torch.manual_seed(0)
+    # Smooth random videos (upsampled noise): neighbouring blocks are correlated.
+    small = torch.rand(6, 3, 3, 4, 4) * 2 - 1
+    video = torch.nn.functional.interpolate(small, size=(9, 32, 32), mode="trilinear")
+    errs = {}
+    for k in (1, 3):
+        m = _tok(kind="dv", fsq_levels=[8, 5, 5], patch_decoder_kernel=k)
+        m.init_from_data(video)
+        with torch.no_grad():
+            errs[k] = float(((m(video) - video) ** 2).mean())
+    assert errs[3] < 0.9 * errs[1], errs
+    assert m.patch.ctx.conv.weight.abs().max() > 0
+    z = m.encode(video[:1])[0]
+    with torch.no_grad():
+        a = m.decode(z)
+        z[:, :, 1] = -z[:, :, 1]
+        b = m.decode(z)
+    torch.testing.assert_close(a[:, :, :1], b[:, :, :1], atol=1e-5, rtol=0)  # frame 0: latent 0
+    assert (a[:, :, 1:] - b[:, :, 1:]).abs().max() > 1e-3
+
+
+def test_dv_defaults_fit_the_context_decoder_on_256_crops_cv_is_unchanged():
+    from worldmill.training.kinds.tokenizer import build_tokenizer
+    from worldmill.training.registry import resolve_config
+
+    def built(*sets: str):
+        cfg = resolve_config("tokenizer", None, ["model.channels=8", *sets])
+        return build_tokenizer(cfg).patch.ctx, cfg.pca_crops()
+
+    ctx, n = built("model.kind=dv")
+    assert ctx is not None and ctx.conv.kernel_size == (2, 3, 3) and n == 256
+    assert built() == (None, 64)
+    assert built("model.kind=dv", "model.patch_decoder_kernel=1", "optim.pca_init_clips=64") == (
+        None,
+        64,
+    )
+
+
+def test_a_dv_run_config_from_before_the_context_decoder_builds_without_it():
+    from worldmill.training.kinds.tokenizer import TokenizerTrainConfig, build_tokenizer
+    from worldmill.training.registry import resolve_config
+
+    new = resolve_config("tokenizer", None, ["model.kind=dv", "model.channels=8"])
+    old = new.model_dump(mode="json")
+    del old["model"]["patch_decoder_kernel"]  # what an older run's config.json holds
+    assert build_tokenizer(TokenizerTrainConfig.model_validate(old)).patch.ctx is None
+    same = TokenizerTrainConfig.model_validate(new.model_dump(mode="json"))
+    assert build_tokenizer(same).patch.ctx is not None  # a new run reloads as it was made

@@ -3,14 +3,15 @@
 The documented recipe through the real CLI (README, AR section): the world-model corpus
 (``worldmill sample-data DIR --world``: 96 single-shot videos, one camera motion each)
 curated by ``worldmill curate``; a 1,000-code DV tokenizer (``fsq_levels=[8, 5, 5, 5]``,
-default steps) on the default sample shards; then ``worldmill train ar`` with its defaults
-on the curated shards, 16 whole videos held out. ``psnr`` is the default prediction
+default steps) on the same curated shards with the same 16 whole videos held out (so the
+tokenizer never sees the AR's held-out videos); then ``worldmill train ar`` with its
+defaults on the curated shards. ``psnr`` is the default prediction
 (``sample.predict``), ``baseline_psnr`` copies the last context latent frame through the
-same tokenizer. Figures: bench/RESULTS.md ("AR world model, round 2").
+same tokenizer. Figures: bench/RESULTS.md ("AR world model, round 3").
 
-Not met yet: the closest measured run (this recipe on the coordinator's seed-0 corpus, 150
-steps) gave psnr 18.94 vs baseline_psnr 19.04, so the test reports an xfail with the
-numbers (a crash still fails it); set ``WINS_YET`` once the model wins.
+Not met yet: this recipe on the coordinator's seed-0 corpus (300 steps) gave psnr 20.84 vs
+baseline_psnr 21.00 (600 steps: 20.78), so the test reports an xfail with the numbers (a
+crash still fails it); set ``WINS_YET`` once the model wins (bench/RESULTS.md, round 3).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import pytest
 from tests.conftest import run_cli
 from worldmill.training import cli
 from worldmill.training.registry import resolve_config
-from worldmill.training.sample_shards import write_sample_shards
 
 WINS_YET = False  # set when the measured default run wins (bench/RESULTS.md)
 DV_CPU = ["--set", "model.kind=dv", "--set", "model.fsq_levels=[8, 5, 5, 5]"]
@@ -36,10 +36,10 @@ def test_default_cpu_ar_run_beats_copy_last_latent_frame(tmp_path):
     r = run_cli("curate", str(raw), "--out", str(cur), timeout=3 * 3600)
     assert r.returncode == 0, r.stderr[-2000:]
     tok, run = tmp_path / "tok", tmp_path / "ar"
-    shards = write_sample_shards(tmp_path / "shards")
-    args = ["tokenizer", "--data", str(shards), "--out", str(tok), "--no-prefect", *DV_CPU]
-    assert cli.main(args) == 0
-    args = ["ar", "--data", str(cur / "shards"), "--tokenizer", str(tok), "--out", str(run)]
+    shards = str(cur / "shards")
+    args = ["tokenizer", "--data", shards, "--out", str(tok), "--no-prefect", *DV_CPU]
+    assert cli.main([*args, "--set", "data.holdout=16"]) == 0
+    args = ["ar", "--data", shards, "--tokenizer", str(tok), "--out", str(run)]
     assert cli.main([*args, "--no-prefect", "--set", "data.holdout=16"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     default = resolve_config("ar", None, [f"tokenizer={tok}"])

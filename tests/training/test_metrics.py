@@ -41,12 +41,18 @@ def test_to_uint8_maps_the_range_and_the_layout():
     assert u[0, 0, 0, :, 0].tolist() == [0, 128, 255, 255]
 
 
-def test_bicubic_baseline_spends_at_most_the_budget_and_keeps_the_aspect():
+def test_bicubic_baseline_spends_at_least_the_budget_and_keeps_the_aspect():
     x = _video(shape=(1, 3, 4, 64, 128))
-    budget = 3 * 4 * 8 * 16  # room for 8x16 frames
+    budget = 3 * 4 * 8 * 16  # room for 8x16 frames exactly
     up, (h, w) = metrics.bicubic_baseline(x, budget)
     assert up.shape == x.shape
-    assert 3 * 4 * h * w <= budget and (h, w) == (8, 16)
+    assert (h, w) == (8, 16)
+    # One byte more than 8x16 holds: the grid grows (never rounds down below the budget),
+    # by as little as it can.
+    _, (h, w) = metrics.bicubic_baseline(x, budget + 1)
+    assert budget < 3 * 4 * h * w <= budget + 3 * 4 * 16
+    # The DV default's 384 bytes on a 9-frame 64x64 clip: 4x4 (432 bytes), not 3x3 (243).
+    assert metrics.bicubic_baseline(_video(shape=(1, 3, 9, 64, 64)), 384.0)[1] == (4, 4)
     smooth = torch.linspace(-1, 1, 128).expand(1, 3, 4, 64, 128).contiguous()
     assert metrics.psnr(metrics.bicubic_baseline(smooth, budget)[0], smooth) > 30
     assert metrics.psnr(up, x) < 15  # noise does not survive 8x downsampling

@@ -53,7 +53,9 @@ class OptimConfig(StrictModel):
     grad_clip: float = Field(1.0, ge=0)  # global grad-norm clip; 0 = off
     grad_accum: int = Field(1, ge=1)  # micro-batches per step (data.batch_size % grad_accum == 0)
     ema_decay: float = Field(0.0, ge=0, lt=1)  # EMA of the weights (eval uses it); 0 = off
-    pca_init_clips: int = Field(64, ge=0)  # tokenizer: crops for the patch codec's PCA; 0 = off
+    # tokenizer: crops for the patch codec's PCA; 0 = off; None = the tokenizer's choice
+    # (64 CV, 256 DV: TokenizerTrainConfig.pca_crops)
+    pca_init_clips: int | None = Field(None, ge=0)
 
 
 class RunConfig(StrictModel):

@@ -36,15 +36,27 @@ def to_uint8(v: torch.Tensor) -> np.ndarray:
     return rearrange(u, "n c t h w -> n t h w c").numpy()
 
 
-def bicubic_baseline(video: torch.Tensor, budget: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Per-frame bicubic down- then up-sampling to the largest size (aspect kept) whose values
-    ``3 * T * h * w`` fit in ``budget`` (the tokenizer's latent values per clip).
+def bicubic_baseline(video: torch.Tensor, budget: float) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Per-frame bicubic down- then up-sampling to the smallest size whose 8-bit values
+    ``3 * T * h * w`` are *at least* ``budget`` (the tokenizer's latent bytes or values per
+    clip), the aspect kept as closely as that allows: the baseline never gets fewer bytes than
+    the codec it is compared with (rounding the grid down had given it 243 bytes against a
+    384-byte DV latent).
 
     Returns (reconstruction like ``video``, (h, w)).
     """
     n, c, t, H, W = video.shape
-    s = math.sqrt(c * t * H * W / budget)
-    h, w = max(1, int(H / s)), max(1, int(W / s))
+    need = max(1, math.ceil(budget / (c * t) - 1e-9))  # pixels per frame and channel
+    s = math.sqrt(H * W / need)
+    h, w = min(H, math.ceil(H / s - 1e-9)), min(W, math.ceil(W / s - 1e-9))
+    # Shrink a side while the grid still holds the budget (the larger side first).
+    while True:
+        for dh, dw in ((0, 1), (1, 0)) if w / W >= h / H else ((1, 0), (0, 1)):
+            if h - dh >= 1 and w - dw >= 1 and (h - dh) * (w - dw) >= need:
+                h, w = h - dh, w - dw
+                break
+        else:
+            break
     frames = rearrange(video, "n c t h w -> (n t) c h w")
     small = F.interpolate(frames, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
     up = F.interpolate(small, size=(H, W), mode="bicubic", align_corners=False).clamp(-1, 1)

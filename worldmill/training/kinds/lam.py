@@ -44,6 +44,7 @@ class LamModelConfig(StrictModel):
     num_codes: int = Field(8, ge=2)
     beta: float = Field(0.25, ge=0)
     entropy_weight: float = Field(0.1, ge=0)
+    cost_radius: int = Field(2, ge=0, le=4)  # x_t -> x_{t+1} motion cost volume, px; 0 = off
 
 
 class FrameDataConfig(StrictModel):

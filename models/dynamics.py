@@ -46,6 +46,11 @@ class DynamicsConfig:
     layers: int = 4  # ST blocks
     heads: int = 4
     mlp_ratio: int = 4
+    # Start of a learned gain added to the logit of the token at the same position in the
+    # previous frame (where that token is visible): most game tokens do not change between
+    # frames, and a small model trained briefly otherwise spends its capacity re-learning
+    # "copy" (and samples noise where it has not). 0 = off. As the AR kind's copy_logit.
+    copy_logit: float = 0.0
 
     @property
     def mask_id(self) -> int:
@@ -95,6 +100,7 @@ class DynamicsModel(nn.Module):
         self.blocks = nn.ModuleList(STBlock(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.vocab_size)
+        self.copy_gain = nn.Parameter(torch.tensor([cfg.copy_logit])) if cfg.copy_logit else None
 
     def logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``tokens (B, T, h, w)`` (``mask_id`` where masked), ``actions (B, T - 1)`` ->
@@ -111,7 +117,16 @@ class DynamicsModel(nn.Module):
         x = x + act[:, :, None] + self.pos_t[:t] + self.pos_s
         for blk in self.blocks:
             x = blk(x)
-        return rearrange(self.head(self.norm(x)), "b t (h w) v -> b t h w v", h=h)
+        logits = rearrange(self.head(self.norm(x)), "b t (h w) v -> b t h w v", h=h)
+        if self.copy_gain is None:
+            return logits
+        # copy prior: + gain on frame t-1's token at the same position (frame 0 and
+        # positions whose previous token is [MASK] get none)
+        prev = tokens[:, :-1]  # (B, T-1, h, w)
+        hot = F.one_hot(prev.clamp_max(self.cfg.vocab_size - 1), self.cfg.vocab_size)
+        hot = hot * (prev != self.cfg.mask_id)[..., None]
+        prior = F.pad(hot, (0, 0, 0, 0, 0, 0, 1, 0)).to(logits.dtype)  # (B, T, h, w, V)
+        return logits + self.copy_gain.to(logits.dtype) * prior
 
     def forward(
         self, tokens: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor

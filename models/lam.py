@@ -41,6 +41,13 @@ class LAMConfig:
     num_codes: int = 8  # VQ codebook size = number of latent actions
     beta: float = 0.25  # commitment weight (encoder pulled towards its code)
     entropy_weight: float = 0.1  # batch-entropy bonus keeping all codes in use; 0 = off
+    # Motion cost volume fed to the encoder (a FlowNet-style correlation layer): for every
+    # shift (dy, dx) in [-r, r]^2 px, the squared difference of shifted x_t and x_{t+1},
+    # per pixel (conv input) and averaged over the frame (straight into the head). CoinRun's
+    # camera follows the agent, so an action shows as a 1-2 px scroll of the whole frame;
+    # a conv stack trained for minutes on CPU does not learn to measure that by itself.
+    # 0 = off.
+    cost_radius: int = 2
 
     def width(self, level: int) -> int:
         return self.channels * min(2**level, 4)
@@ -73,23 +80,48 @@ def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     )
 
 
+def cost_volume(a: torch.Tensor, b: torch.Tensor, r: int) -> torch.Tensor:
+    """``a, b (B, 3, H, W)`` -> ``(B, (2r+1)^2, H, W)``: per shift (dy, dx) in [-r, r]^2,
+    the channel-mean squared difference of ``a`` shifted by (dy, dx) and ``b`` (edges
+    replicated, not wrapped)."""
+    h, w = a.shape[-2:]
+    pad = F.pad(a, (r, r, r, r), mode="replicate")
+    out = [
+        ((pad[:, :, r - dy : r - dy + h, r - dx : r - dx + w] - b) ** 2).mean(1)
+        for dy in range(-r, r + 1)
+        for dx in range(-r, r + 1)
+    ]
+    return torch.stack(out, 1)
+
+
 class LAMEncoder(nn.Module):
-    """Past frames + next frame (and their difference) -> action vector ``(B, D)``."""
+    """Past frames + next frame (their difference, and the x_t -> x_{t+1} cost volume)
+    -> action vector ``(B, D)``."""
 
     def __init__(self, cfg: LAMConfig):
         super().__init__()
-        c_in = 3 * (cfg.context + 1) + 3  # frames stacked on channels + (x_{t+1} - x_t)
+        self.r = cfg.cost_radius
+        n_cost = (2 * self.r + 1) ** 2 if self.r else 0
+        c_in = 3 * (cfg.context + 1) + 3 + n_cost  # frames stacked + (x_{t+1} - x_t) + costs
         layers = [_conv(c_in, cfg.width(0))]
         for i in range(cfg.levels):
             layers.append(_conv(cfg.width(i), cfg.width(i + 1), stride=2))
         self.convs = nn.Sequential(*layers)
         side = cfg.size // 2**cfg.levels
-        self.head = nn.Linear(cfg.width(cfg.levels) * side * side, cfg.latent_dim)
+        self.head = nn.Linear(cfg.width(cfg.levels) * side * side + n_cost, cfg.latent_dim)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:  # (B, c+1, 3, H, W) -> (B, D)
         diff = frames[:, -1] - frames[:, -2]
-        x = torch.cat([rearrange(frames, "b t c h w -> b (t c) h w"), diff], 1)
-        return self.head(self.convs(x).flatten(1))
+        x = [rearrange(frames, "b t c h w -> b (t c) h w"), diff]
+        pooled = []
+        if self.r:
+            cost = cost_volume(frames[:, -2], frames[:, -1], self.r)  # (B, (2r+1)^2, H, W)
+            # normalised per sample: which shift fits best matters, not how busy the frame is
+            g = cost.mean((2, 3))  # (B, (2r+1)^2)
+            pooled = [(g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-6)]
+            x.append(cost * 10)  # [-1, 1] frames: per-pixel costs are ~0.01-0.1
+        feats = self.convs(torch.cat(x, 1)).flatten(1)
+        return self.head(torch.cat([feats, *pooled], 1))
 
 
 class LAMDecoder(nn.Module):

@@ -7,9 +7,10 @@ video control the generated frames better than random ones (``delta_t_psnr > 0``
 which simulator action was taken (probe accuracy > 2x the majority-class rate).
 Figures and minutes: bench/RESULTS.md.
 
-Not met yet: the measured run gives delta_t_psnr +0.02 dB and a probe at 0.134 vs chance
-0.124 (RESULTS.md), so the test reports an xfail with the numbers (a crash or a
-non-finite figure still fails it); set ``MET_YET`` once both hold.
+Not met yet: the measured run (round 2) gives delta_t_psnr -0.01 dB (argmax tokens) and a
+probe at 0.130 vs chance 0.090 on 30 held-out clips (RESULTS.md), so the test reports an
+xfail with the numbers (a crash or a non-finite figure still fails it); set ``MET_YET``
+once both hold.
 """
 
 from __future__ import annotations

@@ -104,3 +104,20 @@ def test_rollout_slides_past_max_t(k):
     assert out.shape == (2, 1 + k, 3, 3) and torch.equal(out[:, :1], ctx)
     again = m.rollout(ctx, acts, steps=2, gen=torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def test_copy_prior_adds_gain_on_the_visible_previous_token():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    plain = DynamicsModel(TINY).eval()
+    torch.manual_seed(0)
+    copy = DynamicsModel(replace(TINY, copy_logit=3.0)).eval()
+    tokens, actions, mask = _batch(torch.Generator().manual_seed(4))
+    inp = tokens.masked_fill(mask, TINY.mask_id)
+    with torch.no_grad():
+        diff = copy.logits(inp, actions) - plain.logits(inp, actions)  # (B, T, h, w, V)
+    assert torch.all(diff[:, 0] == 0)  # frame 0 has no previous frame
+    prev = inp[:, :-1]
+    want = torch.nn.functional.one_hot(prev.clamp_max(15), 16) * (prev != TINY.mask_id)[..., None]
+    torch.testing.assert_close(diff[:, 1:], 3.0 * want.float())

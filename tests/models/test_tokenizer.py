@@ -306,6 +306,6 @@ def test_a_dv_run_config_from_before_the_context_decoder_builds_without_it():
     new = resolve_config("tokenizer", None, ["model.kind=dv", "model.channels=8"])
     old = new.model_dump(mode="json")
     del old["model"]["patch_decoder_kernel"]  # what an older run's config.json holds
-    assert build_tokenizer(TokenizerTrainConfig.model_validate(old)).patch.ctx is None
-    same = TokenizerTrainConfig.model_validate(new.model_dump(mode="json"))
+    assert build_tokenizer(TokenizerTrainConfig.from_run(old)).patch.ctx is None
+    same = TokenizerTrainConfig.from_run(new.model_dump(mode="json"))
     assert build_tokenizer(same).patch.ctx is not None  # a new run reloads as it was made

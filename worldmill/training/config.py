@@ -92,6 +92,14 @@ class TrainConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
+    @classmethod
+    def from_run(cls, data: dict) -> TrainConfig:
+        """The config of an existing run from its ``RUN/config.json`` dict. A kind whose
+        defaults changed since older runs were written overrides this to rebuild those runs
+        as they were trained (keys a run's file lacks take their old default there, not in
+        validation, where a partial dict is normal)."""
+        return cls.model_validate(data)
+
     @model_validator(mode="after")
     def _accum_divides(self) -> TrainConfig:
         data = getattr(self, "data", None)

@@ -42,9 +42,7 @@ def load_tokenizer(run_dir: str | Path) -> tuple[CausalVideoTokenizer, Tokenizer
 
     if dist.is_initialized():  # inside a trainer: load collectively in its process group
         return load_tokenizer_in_group(run_dir)
-    cfg = TokenizerTrainConfig.model_validate(
-        json.loads((Path(run_dir) / "config.json").read_text())
-    )
+    cfg = TokenizerTrainConfig.from_run(json.loads((Path(run_dir) / "config.json").read_text()))
     with mc.single_process(seed=cfg.run.seed):  # dist_checkpointing needs a process group
         return load_tokenizer_in_group(run_dir)
 
@@ -55,7 +53,7 @@ def load_tokenizer_in_group(
     """``load_tokenizer`` in the caller's process group (collective: every rank calls it;
     a world-model trainer reading its upstream tokenizer run)."""
     run = Path(run_dir)
-    cfg = TokenizerTrainConfig.model_validate(json.loads((run / "config.json").read_text()))
+    cfg = TokenizerTrainConfig.from_run(json.loads((run / "config.json").read_text()))
     ck = checkpoint.latest(run)
     if ck is None:
         raise FileNotFoundError(f"no complete checkpoint under {run / 'checkpoints'}")

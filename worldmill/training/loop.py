@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="resolved config JSON")
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args(argv)
-    cfg = get_spec(a.kind).config.model_validate(json.loads(Path(a.config).read_text()))
+    cfg = get_spec(a.kind).config.from_run(json.loads(Path(a.config).read_text()))
     train(a.kind, a.data, a.out, cfg, a.resume)
     return 0
 

@@ -48,15 +48,6 @@ class TokenizerModelConfig(StrictModel):
     # (+0.7 dB at step 0 on held-out world clips), 1 for CV (nothing fits it there).
     patch_decoder_kernel: int | None = Field(None, ge=1, le=7)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _older_dv_runs(cls, data):
-        # A DV run's config.json from before the context decoder lacks the key (a fresh
-        # config always has it: defaults are dumped first): build it as it was trained.
-        if isinstance(data, dict) and data.get("kind") == "dv":
-            data.setdefault("patch_decoder_kernel", 1)
-        return data
-
     @model_validator(mode="after")
     def _check(self) -> TokenizerModelConfig:
         if self.spatial_compression < self.patch_size:
@@ -104,6 +95,16 @@ class TokenizerTrainConfig(TrainConfig):
     kind: Literal["tokenizer"] = "tokenizer"
     model: TokenizerModelConfig = Field(default_factory=TokenizerModelConfig)
     data: TokenizerDataConfig = Field(default_factory=TokenizerDataConfig)
+
+    @classmethod
+    def from_run(cls, data: dict) -> TokenizerTrainConfig:
+        """A DV run's config.json from before the context decoder lacks
+        ``model.patch_decoder_kernel`` (a fresh run's file always has it): it is rebuilt
+        as it was trained, without the context decoder."""
+        model = data.get("model", {})
+        if model.get("kind") == "dv" and "patch_decoder_kernel" not in model:
+            data = {**data, "model": {**model, "patch_decoder_kernel": 1}}
+        return cls.model_validate(data)
 
     def pca_crops(self) -> int:
         """``optim.pca_init_clips``, unset: 256 for DV (the context decoder's least-squares

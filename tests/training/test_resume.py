@@ -34,15 +34,21 @@ def _uninterrupted(kind: str, shards: Path, out: Path, overrides: list[str]) -> 
 
 
 def _trainer_ranks() -> list[psutil.Process]:
+    """The trainer's rank processes, by rank: the torchrun agent's children. A rank's
+    forked DataLoader workers carry the same command line, so the command alone would
+    also pick them (and killing one of those is not a rank kill)."""
     ranks = []
     for p in psutil.Process().children(recursive=True):
         try:
             cmd = " ".join(p.cmdline())
+            parent = p.parent()
+            agent = parent is not None and "torch.distributed.run" in " ".join(parent.cmdline())
+            rank = int(p.environ().get("RANK", -1))
         except psutil.NoSuchProcess:
             continue
-        if "worldmill.training.loop" in cmd and "torch.distributed.run" not in cmd:
-            ranks.append(p)
-    return ranks
+        if agent and "worldmill.training.loop" in cmd and rank >= 0:
+            ranks.append((rank, p))
+    return [p for _, p in sorted(ranks, key=lambda rp: rp[0])]
 
 
 def _kill_a_rank_at(run: Path, step: int, killed: dict) -> None:
@@ -51,7 +57,7 @@ def _kill_a_rank_at(run: Path, step: int, killed: dict) -> None:
     while time.monotonic() < deadline:
         log = metrics.read_log(run / "log.jsonl") if (run / "log.jsonl").exists() else []
         if log and log[-1]["step"] >= step:
-            ranks = sorted(_trainer_ranks(), key=lambda p: p.pid)
+            ranks = _trainer_ranks()
             if ranks:
                 os.kill(ranks[-1].pid, signal.SIGKILL)
                 killed.update(pid=ranks[-1].pid, at_step=log[-1]["step"])

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +61,7 @@ _GATED = "gated"  # a visual pair within semantic_visual_gate, caption not check
 FETCH_MAX = 20_000  # up to this many caption vectors are fetched by id, else streamed
 EDGE_SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string()), ("reason", pa.string())])
 QUERY_BATCH = 1000  # query vectors per LanceDB search call
+SEARCH_THREADS = max(1, min(4, os.cpu_count() or 1))  # query batches in flight at once
 READ_BATCH = 50_000  # rows per streamed Arrow batch
 
 
@@ -200,8 +203,9 @@ def _ann_search(store: Store, cand: pa.Table, cfg: DedupConfig) -> tuple[np.ndar
         t = store.clips()
         vis = _candidate_vectors(store, lookup)  # (N, D) for the exact re-rank
         q_rows = np.nonzero(todo)[0]
-        for s in range(0, len(q_rows), QUERY_BATCH):
-            got = _search_part(store, t, q_rows[s : s + QUERY_BATCH], ids, vis, lookup, nn, cfg)
+        parts = [q_rows[s : s + QUERY_BATCH] for s in range(0, len(q_rows), QUERY_BATCH)]
+        for part, res in _searched(t, parts, vis, cfg):
+            got = _score_part(res, part, ids, vis, lookup, nn, cfg)
             for arr, new in zip((ea, eb, er), got, strict=True):
                 arr.append(new)
         del vis
@@ -243,21 +247,10 @@ def _candidate_vectors(store: Store, lookup: _Ids) -> np.ndarray:
     return vis if vis is not None else np.zeros((0, 1), np.float32)
 
 
-def _search_part(
-    store: Store,
-    t,
-    q_rows: np.ndarray,
-    ids: np.ndarray,
-    vis: np.ndarray,
-    lookup: _Ids,
-    nn: np.ndarray,
-    cfg: DedupConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One LanceDB multi-vector query for candidate rows ``q_rows``: edges ``(a ids, b ids,
-    reasons)``; updates ``nn``. The index's (PQ-approximate) distances only rank; the
-    returned neighbours are re-scored exactly on ``vis`` before the eps cut."""
-    q_vis = vis[q_rows]  # (B, D)
-    res = (
+def _query(t, q_vis: np.ndarray, cfg: DedupConfig) -> pa.Table:
+    """One LanceDB multi-vector query: ``ann_neighbours`` rows per query vector
+    (``query_index``, ``clip_id``, ``_distance``)."""
+    return (
         t.search(q_vis, vector_column_name="visual_embedding")
         .distance_type("cosine")
         .limit(cfg.ann_neighbours)
@@ -265,6 +258,36 @@ def _search_part(
         .select(["clip_id", "_distance"])
         .to_arrow()
     )
+
+
+def _searched(t, parts: list[np.ndarray], vis: np.ndarray, cfg: DedupConfig):
+    """``(rows, result)`` of every query batch in ``parts``, in order. Each LanceDB query
+    runs its search on one thread, so ``SEARCH_THREADS`` batches are kept in flight while
+    this thread re-scores the finished ones (at 1M rows the search is most of the time)."""
+    with ThreadPoolExecutor(SEARCH_THREADS) as pool:
+        flight: deque = deque()
+        for part in parts:
+            flight.append((part, pool.submit(_query, t, vis[part], cfg)))
+            if len(flight) > SEARCH_THREADS:
+                done, fut = flight.popleft()
+                yield done, fut.result()
+        while flight:
+            done, fut = flight.popleft()
+            yield done, fut.result()
+
+
+def _score_part(
+    res: pa.Table,
+    q_rows: np.ndarray,
+    ids: np.ndarray,
+    vis: np.ndarray,
+    lookup: _Ids,
+    nn: np.ndarray,
+    cfg: DedupConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges ``(a ids, b ids, reasons)`` of one query batch's result for candidate rows
+    ``q_rows``; updates ``nn``. The index's (PQ-approximate) distances only rank; the
+    returned neighbours are re-scored exactly on ``vis`` before the eps cut."""
     qi = res["query_index"].to_numpy().astype(np.int64)  # (R,) index into q_rows
     nrow = lookup.rows(res["clip_id"].to_numpy(zero_copy_only=False).astype(str))  # (R,)
     qrow = q_rows[qi]

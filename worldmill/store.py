@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import lancedb
+# Lance sizes its compute pool as "CPUs - 2" (2 cores reserved for I/O), i.e. ONE thread
+# on a 2-core machine: an ANN search then used half of it. Read once, when Lance first
+# runs a compute task; a value the user set wins.
+os.environ.setdefault("LANCE_CPU_THREADS", str(max(1, os.cpu_count() or 1)))
+
+import lancedb  # noqa: E402
 import numpy as np
 import pyarrow as pa
 

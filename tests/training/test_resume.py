@@ -143,3 +143,52 @@ def _assert_visible_in_prefect(attempts: int, resumed_step: int) -> None:
         )
         types = {a.type for a in arts}
         assert {"table", "markdown"} <= types, types
+
+
+def test_a_killed_dataloader_worker_fails_the_launch_instead_of_hanging(shards, tiny_run, tmp_path):
+    """SIGKILL of a rank's DataLoader worker (an OOM kill picks the biggest process, which
+    can be a decode worker) must end the launch with an error the flow can retry -- not
+    leave both ranks waiting on each other forever."""
+    kind = "tokenizer"
+    overrides = tiny_overrides(kind, tiny_run) + [
+        "run.steps=400",
+        "run.checkpoint_every=1000",
+        "run.nproc=2",
+        "data.workers=1",
+    ]
+    cfg = resolve_config(kind, None, overrides)
+    out = tmp_path / "run"
+    launch.write_run_config(out, cfg)
+    killed: dict = {}
+
+    def kill_worker() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            log = metrics.read_log(out / "log.jsonl") if (out / "log.jsonl").exists() else []
+            if log and log[-1]["step"] >= 3:
+                for rank in _trainer_ranks()[-1:]:
+                    kids = rank.children()
+                    if kids:
+                        os.kill(kids[0].pid, signal.SIGKILL)
+                        killed.update(pid=kids[0].pid, at_step=log[-1]["step"])
+            time.sleep(0.02)
+
+    def launch_it(result: dict) -> None:
+        try:
+            launch.launch_trainer(kind, shards, out, nproc=2, log=lambda _: None)
+            result["ok"] = True
+        except launch.TrainerFailed as e:
+            result["failed"] = e
+
+    threading.Thread(target=kill_worker, daemon=True).start()
+    result: dict = {}
+    launcher = threading.Thread(target=launch_it, args=(result,), daemon=True)
+    launcher.start()
+    launcher.join(timeout=240)
+    hung = launcher.is_alive()
+    if hung:  # clean up what the hung launch left, then fail
+        for p in psutil.Process().children(recursive=True):
+            p.kill()
+    assert killed, "no DataLoader worker was found to kill"
+    assert not hung, "the launch hung after its DataLoader worker was killed"
+    assert "failed" in result, result  # a killed worker is a failed attempt (the flow retries)

@@ -177,8 +177,45 @@ def tp_size() -> int:
 def save(sharded_state_dict: dict[str, Any], checkpoint_dir: str) -> None:
     """Collective: write a distributed checkpoint (every rank calls this)."""
     os.makedirs(checkpoint_dir, exist_ok=True)
-    with _cuda_shims():
+    with _cuda_shims(), _exit_if_a_writer_is_killed():
         dist_checkpointing.save(sharded_state_dict, checkpoint_dir)
+
+
+@contextlib.contextmanager
+def _exit_if_a_writer_is_killed(poll_s: float = 0.2) -> Iterator[None]:
+    """End this rank (exit 1) if a checkpoint writer process dies by a signal.
+
+    megatron's ``FileSystemWriterAsync`` forks writer processes and waits on a
+    ``JoinableQueue`` that each writer marks done as it finishes; a writer killed before
+    that (an OOM kill picks the biggest process) leaves the rank waiting forever, and its
+    peers with it. Exiting instead makes torchrun fail the attempt, and the flow's retry
+    resumes from the last complete checkpoint (a partial one never becomes ``latest``).
+    """
+    import multiprocessing.process as mp_process
+    import threading
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(poll_s):
+            # ``exitcode`` polls with WNOHANG and records the code, as ``join`` would.
+            for p in list(mp_process._children):  # this process's multiprocessing children
+                code = p.exitcode
+                if code is not None and code < 0:
+                    print(
+                        f"checkpoint writer pid {p.pid} killed by signal {-code}; "
+                        "ending this rank so that the launch fails and is retried",
+                        flush=True,
+                    )
+                    os._exit(1)
+
+    t = threading.Thread(target=watch, name="ckpt-writer-watch", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
 
 
 def load(sharded_state_dict: dict[str, Any], checkpoint_dir: str) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def probe(policy: tuple[str, int, int], episodes: int, steps: int) -> dict:
     xtr, ytr = np.concatenate(xs[:n_tr]), np.concatenate(ys[:n_tr])
     xte, yte = np.concatenate(xs[n_tr:]), np.concatenate(ys[n_tr:])
     logit = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(xtr, ytr)
-    gbm = HistGradientBoostingClassifier(max_iter=200, random_state=0).fit(xtr, ytr)
+    gbm = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(xtr, ytr)
     _, counts = np.unique(yte, return_counts=True)
     return {
         "frames": frames,

@@ -112,7 +112,7 @@ def test_sticky_policy_holds_and_covers_every_action():
     acts = np.array([sticky() for _ in range(3000)])
     runs = np.diff(np.flatnonzero(np.diff(acts) != 0))
     assert set(acts.tolist()) == set(range(15)), "every action is seen"
-    assert 3.0 < runs.mean() < 6.0, "held for a uniform 1..8 steps (mean 4.5)"
+    assert runs.min() >= 4 and 8.0 < runs.mean() < 14.0, "held for a uniform 4..16 steps"
     rand = make_policy("random", space, np.random.default_rng(0))
     iid = np.array([rand() for _ in range(3000)])
     assert abs((iid[1:] == iid[:-1]).mean() - 1 / 15) < 0.03, "random: iid"

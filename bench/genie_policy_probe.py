@@ -29,6 +29,7 @@ POLICIES = {  # name -> (actions, min_repeat, max_repeat)
     "all 15, hold 1-8 (round 1-2)": ("all", 1, 8),
     "distinct 6, hold 1-8": ("distinct", 1, 8),
     "distinct 6, hold 4-16 (default since round 3)": ("distinct", 4, 16),
+    "distinct 6, hold 8-24": ("distinct", 8, 24),
 }
 
 

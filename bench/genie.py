@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/genie.py --out /tmp/genie [--episodes 20] [--steps 300]
 
-1. ``worldmill rollouts coinrun --episodes N --steps T`` (sticky random policy, 64x64)
+1. ``worldmill rollouts coinrun --episodes N --steps T`` (64x64; the default sticky random
+   policy: CoinRun's 6 actions with distinct effects, each held for 4-16 steps)
 2. ``worldmill curate`` with ``configs/rollouts.yaml`` minus the caption stage (captions
    are not used by Genie and cost most of the curate time on CPU): 2 s clips + actions
 3. ``worldmill train tokenizer`` -- DV, 1,000 codes, trained on single frames (Genie

@@ -7,8 +7,9 @@ video control the generated frames better than random ones (``delta_t_psnr > 0``
 which simulator action was taken (probe accuracy > 2x the majority-class rate).
 Figures and minutes: bench/RESULTS.md.
 
-Not met yet: the measured run (round 2) gives delta_t_psnr -0.01 dB (argmax tokens) and a
-probe at 0.130 vs chance 0.090 on 30 held-out clips (RESULTS.md), so the test reports an
+Not met yet: the measured run (round 3: CoinRun's 6 distinct actions held 4-16 steps)
+gives delta_t_psnr -0.17 dB (argmax tokens) and a probe at 0.353 vs chance 0.258 on 32
+held-out clips (round 2: -0.01 dB, 0.130 vs 0.090; RESULTS.md), so the test reports an
 xfail with the numbers (a crash or a non-finite figure still fails it); set ``MET_YET``
 once both hold.
 """

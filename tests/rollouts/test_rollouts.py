@@ -15,6 +15,7 @@ from worldmill.media import decode_frames, probe
 from worldmill.rollouts import RolloutsConfig, SimulatorUnavailable, make_env, rollouts
 from worldmill.rollouts.cli import main as rollouts_main
 from worldmill.rollouts.policies import make_policy
+from worldmill.rollouts.procgen import ACTION_NAMES, DISTINCT_ACTIONS
 from worldmill.rollouts.registry import ActionSpace
 
 STEPS = 16
@@ -52,6 +53,11 @@ def test_deterministic_per_seed(env, tmp_path):
         assert len(acts) == n == len(frames_a) == probe(str(a / e["video"])).num_frames
         assert len(np.load(a / e["rewards"])) == len(np.load(a / e["dones"])) == n
         assert frames_a.std() > 0, "frames show something"
+    if env == "coinrun":  # the default draws from the 6 actions with distinct effects
+        assert m["policy_actions"] == list(DISTINCT_ACTIONS)
+        assert {int(x) for e in m["episodes"] for x in np.load(a / e["actions"])} <= set(
+            DISTINCT_ACTIONS
+        )
     acts_c, frames_c = _episode(c, "ep_000000")
     acts_a, frames_a = _episode(a, "ep_000000")
     assert acts_a != acts_c, "another seed: other actions"
@@ -106,10 +112,38 @@ def test_sticky_policy_holds_and_covers_every_action():
     acts = np.array([sticky() for _ in range(3000)])
     runs = np.diff(np.flatnonzero(np.diff(acts) != 0))
     assert set(acts.tolist()) == set(range(15)), "every action is seen"
-    assert 3.0 < runs.mean() < 6.0, "held for a uniform 1..8 steps (mean 4.5)"
+    assert runs.min() >= 4 and 8.0 < runs.mean() < 14.0, "held for a uniform 4..16 steps"
     rand = make_policy("random", space, np.random.default_rng(0))
     iid = np.array([rand() for _ in range(3000)])
     assert abs((iid[1:] == iid[:-1]).mean() - 1 / 15) < 0.03, "random: iid"
+    # a subset of actions, longer holds
+    sub = (1, 7, 4)
+    sticky = make_policy("sticky", space, np.random.default_rng(0), 16, 8, actions=sub)
+    acts = np.array([sticky() for _ in range(3000)])
+    assert set(acts.tolist()) == set(sub), "only (and every one of) the given actions"
+    # a new hold may draw the same action again: runs are >= 8, a multiple of holds
+    runs = np.diff(np.flatnonzero(np.diff(acts) != 0))
+    assert runs.min() >= 8 and 12 * 1.2 < runs.mean() < 12 * 2.0, runs.mean()
+    with pytest.raises(ValueError, match="not all in"):
+        make_policy("sticky", space, np.random.default_rng(0), actions=(3, 15))
+
+
+def test_coinrun_distinct_actions_are_the_only_distinct_ones():
+    """From the same start, each of procgen's 15 ids plays the same frames as one of
+    ``DISTINCT_ACTIONS`` (the level start has no crate, where ``down`` would matter), and
+    the 6 distinct ones play 6 different frame sequences."""
+    env = make_env("coinrun", 64)
+    try:
+        plays = {}
+        for a in range(15):
+            env.reset(5)
+            plays[a] = np.stack([env.step(a)[0] for _ in range(12)])
+    finally:
+        env.close()
+    distinct = {a: plays[a] for a in DISTINCT_ACTIONS}
+    for a, f in plays.items():
+        twins = [d for d, g in distinct.items() if np.array_equal(f, g)]
+        assert len(twins) == 1, (ACTION_NAMES[a], [ACTION_NAMES[d] for d in twins])
 
 
 def test_bad_env_name_lists_valid_names(tmp_path):
@@ -127,6 +161,11 @@ def test_bad_value_names_the_key(tmp_path, capsys):
     assert "steps" in err and "greater than or equal to 1" in err
     assert rollouts_main(["pong", "--policy", "greedy", "--out", str(tmp_path / "o")]) == 2
     assert "policy" in capsys.readouterr().err
+    bad = ["pong", "--min-repeat", "9", "--max-repeat", "4", "--out", str(tmp_path / "o")]
+    assert rollouts_main(bad) == 2
+    assert "min_repeat" in capsys.readouterr().err
+    assert rollouts_main(["pong", "--actions", "some", "--out", str(tmp_path / "o")]) == 2
+    assert "actions" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 
 class PandaArm:
     fps = FPS
+    distinct_actions = None  # continuous
     action_space = ActionSpace(
         "continuous",
         low=(-1.0,) * 6 + (0.0,),

@@ -20,6 +20,7 @@ FPS = 15.0  # 60 Hz / frameskip 4
 
 class Atari:
     fps = FPS
+    distinct_actions = None  # the minimal action set (full_action_space=False) is distinct
 
     def __init__(self, env, size: int):
         self._env, self.size = env, size

@@ -1,5 +1,5 @@
 """``worldmill rollouts ENV --episodes N --steps T --out DIR [--policy sticky|random]
-[--seed S] [--size 64] [--crf 10]``.
+[--actions distinct|all] [--min-repeat A] [--max-repeat B] [--seed S] [--size 64] [--crf 10]``.
 
 Exit codes: 0 done; 2 bad arguments (an unknown ENV lists the valid names; a bad value names
 its key), nothing written; 1 the simulator cannot be imported or started (the message names
@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from worldmill.config import ConfigError, load_config
-from worldmill.rollouts.policies import POLICIES
+from worldmill.rollouts.policies import MAX_REPEAT, MIN_REPEAT, POLICIES
 from worldmill.rollouts.record import RolloutsConfig, rollouts
 from worldmill.rollouts.registry import ENVS, SimulatorUnavailable, UnknownEnv, check_name
 
@@ -29,6 +29,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=200, help="actions per episode (max)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--policy", default="sticky", help=f"{' | '.join(POLICIES)} (default sticky)")
+    p.add_argument(
+        "--actions", default="distinct",
+        help="distinct (default: the env's actions with distinct effects; CoinRun: 6 of 15) | all",
+    )  # fmt: skip
+    p.add_argument("--min-repeat", type=int, default=MIN_REPEAT, help="sticky: shortest hold")
+    p.add_argument("--max-repeat", type=int, default=MAX_REPEAT, help="sticky: longest hold")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64, help="square frame side in pixels")
     p.add_argument("--crf", type=int, default=10, help="libx264 crf (0 = lossless)")

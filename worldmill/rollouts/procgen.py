@@ -23,6 +23,11 @@ ACTION_NAMES = (
     "left+down", "left", "left+up", "down", "noop", "up", "right+down", "right", "right+up",
     "d", "a", "w", "s", "q", "e",
 )  # fmt: skip
+# The combos with distinct effects in CoinRun (procgen/src/games/coinrun.cpp): x of the move
+# (left / none / right) times jump or not. ``down`` only drops the agent through a crate
+# (otherwise it is ``noop``, as ``left+down`` is ``left``), and the keys d..e do nothing, so
+# a policy over all 15 takes a no-op 7 times in 15 and two ids for every other effect.
+DISTINCT_ACTIONS = (1, 7, 5, 2, 8, 4)  # left, right, up (jump), left+up, right+up, noop
 FPS = 15.0  # procgen's interactive rate
 DISTRIBUTION_MODE = "hard"  # what Genie's CoinRun case study used
 
@@ -32,6 +37,7 @@ class CoinRun:
 
     fps = FPS
     action_space = ActionSpace("discrete", n=len(ACTION_NAMES), names=ACTION_NAMES)
+    distinct_actions = DISTINCT_ACTIONS  # what `--actions distinct` (the default) draws from
 
     def __init__(self, env_name: str, size: int, name: str):
         self.env_name, self.size, self.name = env_name, size, name

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from worldmill.config import StrictModel
 from worldmill.media import ffmpeg_bin
-from worldmill.rollouts.policies import make_policy
+from worldmill.rollouts.policies import MAX_REPEAT, MIN_REPEAT, make_policy
 from worldmill.rollouts.registry import Env, make_env
 
 MANIFEST = "manifest.json"
@@ -50,9 +50,22 @@ class RolloutsConfig(StrictModel):
     steps: int = Field(200, ge=1)  # actions per episode (fewer when the episode ends)
     out: str = "rollouts"  # output folder
     policy: Literal["sticky", "random"] = "sticky"
+    # discrete envs: draw from the env's actions with distinct effects (CoinRun: 6 of
+    # procgen's 15 combos, the rest are duplicates or no-ops) or from all of them
+    actions: Literal["distinct", "all"] = "distinct"
+    min_repeat: int = Field(MIN_REPEAT, ge=1)  # sticky: shortest hold, steps
+    max_repeat: int = Field(MAX_REPEAT, ge=1)  # sticky: longest hold, steps
     seed: int = Field(0, ge=0)
     size: int = Field(64, ge=16, le=1024)  # frame side in pixels (square frames)
     crf: int = Field(10, ge=0, le=51)  # libx264 quality; 0 = lossless (in yuv420p)
+
+    @model_validator(mode="after")
+    def _repeats(self) -> RolloutsConfig:
+        if self.min_repeat > self.max_repeat:
+            raise ValueError(
+                f"min_repeat ({self.min_repeat}) must be <= max_repeat ({self.max_repeat})"
+            )
+        return self
 
 
 @dataclass
@@ -70,12 +83,20 @@ def episode_seeds(seed: int, episode: int) -> tuple[int, np.random.Generator]:
     return env_seed, np.random.default_rng(ss.spawn(1)[0])
 
 
-def run_episode(env: Env, policy: str, steps: int, env_seed: int, rng) -> Episode:
-    """Play one episode of at most ``steps`` actions."""
-    act = make_policy(policy, env.action_space, rng)
+def policy_actions(env: Env, which: str) -> tuple[int, ...] | None:
+    """The discrete action ids a policy draws from (``which``: distinct | all); None = all."""
+    return getattr(env, "distinct_actions", None) if which == "distinct" else None
+
+
+def run_episode(env: Env, cfg: RolloutsConfig, env_seed: int, rng) -> Episode:
+    """Play one episode of at most ``cfg.steps`` actions."""
+    act = make_policy(
+        cfg.policy, env.action_space, rng, cfg.max_repeat, cfg.min_repeat,
+        policy_actions(env, cfg.actions),
+    )  # fmt: skip
     ep = Episode()
     frame = env.reset(env_seed)
-    for _ in range(steps):
+    for _ in range(cfg.steps):
         a = act()
         ep.frames.append(frame)
         ep.actions.append(a)
@@ -159,7 +180,7 @@ def rollouts(cfg: RolloutsConfig) -> dict[str, Any]:
         for i in range(cfg.episodes):
             env_seed, rng = episode_seeds(cfg.seed, i)
             t0 = time.perf_counter()
-            ep = run_episode(env, cfg.policy, cfg.steps, env_seed, rng)
+            ep = run_episode(env, cfg, env_seed, rng)
             t1 = time.perf_counter()
             entry = write_episode(out, f"ep_{i:06d}", ep, env, cfg.crf)
             enc_s += time.perf_counter() - t1
@@ -172,6 +193,8 @@ def rollouts(cfg: RolloutsConfig) -> dict[str, Any]:
         "version": 1,
         "env": cfg.env,
         "policy": cfg.policy,
+        "policy_actions": (None if (a := policy_actions(env, cfg.actions)) is None else list(a)),
+        "repeat": [cfg.min_repeat, cfg.max_repeat] if cfg.policy == "sticky" else None,
         "seed": cfg.seed,
         "steps": cfg.steps,
         "size": cfg.size,

@@ -66,6 +66,8 @@ class Env(Protocol):
 
     fps: float  # playback rate of the mp4: one frame per agent step
     action_space: ActionSpace
+    # discrete ids whose effects differ (what `--actions distinct` draws from); None = all
+    distinct_actions: tuple[int, ...] | None
 
     def reset(self, seed: int) -> np.ndarray:
         """Start an episode that is a pure function of ``seed``; returns the first frame."""

@@ -265,8 +265,9 @@ class DiTWorldModel(nn.Module):
         # whitening of the camera-phrase embeddings over the training captions (set by the
         # trainer): MiniLM embeds "pan to the left" and "... right" at cosine 0.98, so
         # whitened, their difference is as large as pan vs. zoom from the first step
-        self.register_buffer("camera_mean", torch.zeros(cfg.camera_dim))
-        self.register_buffer("camera_white", torch.eye(cfg.camera_dim))
+        if cfg.camera_dim:
+            self.register_buffer("camera_mean", torch.zeros(cfg.camera_dim))
+            self.register_buffer("camera_white", torch.eye(cfg.camera_dim))
 
     def sharded_state_dict(self, prefix: str = "", sharded_offsets=(), metadata=None) -> dict:
         from worldmill.training import megatron as mc

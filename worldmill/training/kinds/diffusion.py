@@ -144,6 +144,16 @@ class DiffusionTrainConfig(TrainConfig):
     )
     run: RunConfig = Field(default_factory=lambda: RunConfig(steps=1600, checkpoint_every=400))
 
+    @classmethod
+    def from_run(cls, data: dict) -> DiffusionTrainConfig:
+        """A run's config.json from before the camera-phrase conditioning and the pixel
+        loss lacks ``model.camera_dim`` / ``model.pixel_loss`` (a fresh run's file has both,
+        null when unset): it is rebuilt as it was trained, without them."""
+        model = dict(data.get("model", {}))
+        for key in ("camera_dim", "pixel_loss"):
+            model.setdefault(key, 0)
+        return cls.model_validate({**data, "model": model})
+
 
 def tokenizer_channels(tokenizer_run: str | Path) -> int:
     """Latent channels of a CV tokenizer run (ConfigError naming ``tokenizer`` for DV)."""

@@ -419,7 +419,9 @@ class DiTWorldModel(nn.Module):
         the true frame before it (the decoder is causal: that frame is all the context the
         new frame's pixels read beyond themselves, to a close approximation), on the
         ``pixel_samples`` Video2World samples (``given`` ``(B,)`` >= 1) with the most given
-        frames (next-frame prediction first); None if there is none."""
+        frames (next-frame prediction first); None if there is none. The target is
+        clamped to [-1, 1] like the pixels the metrics read, the prediction is not (so an
+        out-of-range pixel still has a gradient back into range)."""
         order = torch.argsort(given, descending=True, stable=True)
         idx = order[given[order] > 0][: self.cfg.pixel_samples]
         if len(idx) == 0:

@@ -86,6 +86,12 @@ class DiTConfig:
     # Video2World concatenates its condition frames to the input; without them the network
     # must find the anchor through attention (it had not, in 1,600 steps: RESULTS.md).
     given_inputs: bool = True
+    # ... and the anchor's spatial derivatives (d/dx, d/dy and the radial r . grad about the
+    # window centre, per latent cell): a camera move by (vx, vy, zoom) changes a frame by
+    # about -(vx d/dx + vy d/dy + zoom r . grad) of it, so with these the motion a prompt
+    # names is a linear read-out the adaLN conditioning can switch; without them, from one
+    # given frame, no run moved its content (RESULTS.md). Needs ``given_inputs``.
+    anchor_gradients: bool = True
     # Per-channel weight of the x0 loss: "variance" weights each standardised channel by its
     # raw variance, i.e. the loss is the MSE in raw latent units. The CV decoder is about
     # equally sensitive to every raw channel (1.1-1.4e-3 pixel MSE per unit, measured), so
@@ -236,7 +242,8 @@ class DiTWorldModel(nn.Module):
             self.block = _TorchBlock(cfg)
         else:
             raise ValueError(f"backend must be 'megatron' or 'torch', got {cfg.backend!r}")
-        self.patch_in = nn.Linear(cfg.patch_dim * (3 if cfg.given_inputs else 1), d)
+        n_in = 1 + (2 + 3 * cfg.anchor_gradients) * cfg.given_inputs  # z_t [+ anchor inputs]
+        self.patch_in = nn.Linear(cfg.patch_dim * n_in, d)
         self.pos_t = nn.Embedding(cfg.max_t // cfg.patch_t, d)
         self.pos_h = nn.Embedding(cfg.max_h // cfg.patch, d)
         self.pos_w = nn.Embedding(cfg.max_w // cfg.patch, d)
@@ -338,6 +345,8 @@ class DiTWorldModel(nn.Module):
         x = z_t
         if c.given_inputs:  # (B, 3C, T, H, W): every cell sees its anchor and motion cue
             x = torch.cat([z_t, anchor, given_change(z_t, t)], 1)
+            if c.anchor_gradients:  # (B, 6C, T, H, W)
+                x = torch.cat([x, spatial_gradients(anchor)], 1)
         x = rearrange(x, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
         x = self.patch_in(x)  # (B, N, D)
         pos = (
@@ -534,3 +543,17 @@ def given_change(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(
         (prev >= 0)[:, None, :, None, None], _frames_at(z_t, idx) - _frames_at(z_t, prev), 0.0
     )
+
+
+def spatial_gradients(z: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T, H, W)`` -> ``(B, 3C, T, H, W)``: central differences along x (W) and y
+    (H), edges replicated, and the radial derivative ``(x - cx) d/dx + (y - cy) d/dy`` about
+    the window centre, in latent cells (the first-order change of ``z`` under a pan, a tilt
+    and a zoom)."""
+    p = F.pad(z, (1, 1, 1, 1, 0, 0), mode="replicate")
+    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2
+    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) / 2
+    h, w = z.shape[-2:]
+    ys = torch.arange(h, device=z.device, dtype=z.dtype)[:, None] - (h - 1) / 2
+    xs = torch.arange(w, device=z.device, dtype=z.dtype)[None, :] - (w - 1) / 2
+    return torch.cat([gx, gy, xs * gx + ys * gy], 1)

@@ -84,6 +84,7 @@ class DitModelConfig(StrictModel):
     logit_std: float | None = Field(None, gt=0)
     t1_prob: float | None = Field(None, ge=0, le=1)  # P(t = 1, pure noise) in training
     given_inputs: bool | None = None  # tokens also read the anchor + its change (Video2World)
+    anchor_gradients: bool | None = None  # ... and the anchor's spatial derivatives
     camera_dim: int | None = Field(None, ge=0)  # camera-phrase embedding -> adaLN; 0 = off
     pixel_loss: float | None = Field(None, ge=0)  # weight of the decoded-pixel x0 MSE; 0 = off
     pixel_samples: int | None = Field(None, ge=1)  # samples per rank and step that get it
@@ -146,11 +147,12 @@ class DiffusionTrainConfig(TrainConfig):
 
     @classmethod
     def from_run(cls, data: dict) -> DiffusionTrainConfig:
-        """A run's config.json from before the camera-phrase conditioning and the pixel
-        loss lacks ``model.camera_dim`` / ``model.pixel_loss`` (a fresh run's file has both,
-        null when unset): it is rebuilt as it was trained, without them."""
+        """A run's config.json from before the camera-phrase conditioning, the pixel loss
+        and the anchor gradients lacks ``model.camera_dim`` / ``pixel_loss`` /
+        ``anchor_gradients`` (a fresh run's file has them, null when unset): it is rebuilt
+        as it was trained, without them."""
         model = dict(data.get("model", {}))
-        for key in ("camera_dim", "pixel_loss"):
+        for key in ("camera_dim", "pixel_loss", "anchor_gradients"):
             model.setdefault(key, 0)
         return cls.model_validate({**data, "model": model})
 

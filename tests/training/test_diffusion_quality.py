@@ -7,8 +7,8 @@ sample shards, the 96-video world corpus (seed 0) curated with the defaults, the
 ``worldmill train diffusion`` with its defaults. Figures: bench/RESULTS.md.
 
 Video2World is met and asserted: the measured default run (round 3: pixel loss through the
-frozen decoder, camera-phrase conditioning, anchor gradients; 1,600 steps) gives psnr PSNR_D
-vs baseline_psnr BASE_D (RESULTS.md). Camera control is not met yet (accuracy CAM_D vs chance
+frozen decoder, camera-phrase conditioning, anchor gradients; 1,600 steps) gives psnr 25.37
+vs baseline_psnr 24.98 (RESULTS.md). Camera control is not met yet (accuracy 0.04 vs chance
 0.17, the metric's ceiling on real decoded windows 1.0), so that part reports an xfail with
 the numbers (a crash or a Video2World loss still fails the test); set ``CAMERA_YET`` once
 the model follows its prompts.

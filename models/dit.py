@@ -16,16 +16,23 @@ noised and denoised by a DiT:
   output is multiplied by a ``gate``; the modulation layers start at zero, so every block
   starts as the identity;
 * **caption**: the clip caption's MiniLM embedding (384-d, what ``latents.py`` stores)
-  projected to ``text_tokens`` context tokens, attended by cross-attention in every layer.
-  Training replaces it by the zero vector with probability ``cond_drop`` (the "null"
-  caption of classifier-free guidance);
+  projected to ``text_tokens`` context tokens, attended by cross-attention in every layer;
+  and the MiniLM embedding of the caption's camera phrase alone ("steady pan to the left",
+  ``training/camera.prompt_conditions``; ``camera_dim``), through an MLP added to the
+  noise-level vector ``c``: camera motion is global to the clip, so it modulates every
+  token. The conditioning input is ``(B, text_dim + camera_dim)`` (a ``(B, text_dim)``
+  caption alone has no camera phrase). Training replaces both by zeros with probability
+  ``cond_drop`` (the "null" caption of classifier-free guidance);
 * **output**: an ``x_0`` prediction, written as the last given (clean) latent frame before
   each frame plus the network's output (zero when no frame is given, Text2World). The
   final layer starts at zero, so an untrained model predicts "copy the last given frame";
 * **loss**: mean squared error of ``x_0`` over the noisy frames (= the velocity loss
   ``|v - v_hat|^2`` weighted by ``t^2``, which keeps high-noise steps -- those that set
   the content -- from being drowned by the nearly clean ones), its channels weighted by
-  their raw variance (``loss_weight``: MSE in raw latent units, which tracks pixel MSE);
+  their raw variance (``loss_weight``: MSE in raw latent units), plus ``pixel_loss`` times
+  the MSE of the last latent frame's ``x_0`` *decoded to pixels* by the frozen tokenizer
+  (``forward(decode=...)``), on Video2World samples: for this CV decoder the latent-MSE
+  optimum is not the pixel optimum (RESULTS.md, diffusion round 2);
 * **sampler**: deterministic Euler steps of the flow ODE on a shifted time grid
   (``steps`` model calls, 2x with guidance), given frames held at ``t = 0``; guidance
   ``g``: ``x0 = x0_null + g (x0_caption - x0_null)`` (``g = 1``: caption only, no extra call).
@@ -79,12 +86,29 @@ class DiTConfig:
     # Video2World concatenates its condition frames to the input; without them the network
     # must find the anchor through attention (it had not, in 1,600 steps: RESULTS.md).
     given_inputs: bool = True
+    # ... and the anchor's spatial derivatives (d/dx, d/dy and the radial r . grad about the
+    # window centre, per latent cell): a camera move by (vx, vy, zoom) changes a frame by
+    # about -(vx d/dx + vy d/dy + zoom r . grad) of it, so with these the motion a prompt
+    # names is a linear read-out the adaLN conditioning can switch; without them, from one
+    # given frame, no run moved its content (RESULTS.md). Needs ``given_inputs``.
+    anchor_gradients: bool = True
     # Per-channel weight of the x0 loss: "variance" weights each standardised channel by its
     # raw variance, i.e. the loss is the MSE in raw latent units. The CV decoder is about
     # equally sensitive to every raw channel (1.1-1.4e-3 pixel MSE per unit, measured), so
     # this is ~pixel MSE; "uniform" (standardised MSE) spent the model on the 13 low-variance
     # channels that carry ~15 % of the pixel signal and do not persist between frames.
     loss_weight: str = "variance"
+    # Width of the camera-phrase embedding added to the adaLN conditioning (0 = off): in the
+    # pooled caption embedding the motion words are drowned by the colour words, and no
+    # run without it learned camera control (RESULTS.md, diffusion round 2).
+    camera_dim: int = TEXT_DIM
+    # Weight of the decoded-pixel x0 MSE (pixels in [-1, 1]; 10 puts it on the scale of the
+    # latent term) of the last latent frame of Video2World samples, decoded after the true
+    # frame before it by the frozen tokenizer passed to ``forward`` (none passed: no term).
+    pixel_loss: float = 10.0
+    # Samples per rank and step that get it, those with the most given frames first: a
+    # decoder pass over 2 samples costs ~0.8 of a DiT step at the default size.
+    pixel_samples: int = 2
     backend: str = "megatron"  # "megatron" (TransformerBlock) or "torch" (plain twin)
 
     @property
@@ -218,13 +242,19 @@ class DiTWorldModel(nn.Module):
             self.block = _TorchBlock(cfg)
         else:
             raise ValueError(f"backend must be 'megatron' or 'torch', got {cfg.backend!r}")
-        self.patch_in = nn.Linear(cfg.patch_dim * (3 if cfg.given_inputs else 1), d)
+        n_in = 1 + (2 + 3 * cfg.anchor_gradients) * cfg.given_inputs  # z_t [+ anchor inputs]
+        self.patch_in = nn.Linear(cfg.patch_dim * n_in, d)
         self.pos_t = nn.Embedding(cfg.max_t // cfg.patch_t, d)
         self.pos_h = nn.Embedding(cfg.max_h // cfg.patch, d)
         self.pos_w = nn.Embedding(cfg.max_w // cfg.patch, d)
         self.t_mlp = nn.Sequential(nn.Linear(cfg.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.text = nn.Linear(cfg.text_dim, cfg.text_tokens * d)
         self.text_norm = nn.LayerNorm(d)
+        self.camera = (
+            nn.Sequential(nn.Linear(cfg.camera_dim, d), nn.SiLU(), nn.Linear(d, d))
+            if cfg.camera_dim
+            else None
+        )
         # adaLN-zero: per layer shift / scale / gate for self-attn, cross-attn and MLP
         self.ada = nn.ModuleList(nn.Linear(d, 9 * d) for _ in range(cfg.num_layers))
         self.final_ada = nn.Linear(d, 2 * d)
@@ -239,6 +269,12 @@ class DiTWorldModel(nn.Module):
         # with the weights): the model works on standardised latents
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))
         self.register_buffer("latent_std", torch.ones(cfg.latent_channels))
+        # whitening of the camera-phrase embeddings over the training captions (set by the
+        # trainer): MiniLM embeds "pan to the left" and "... right" at cosine 0.98, so
+        # whitened, their difference is as large as pan vs. zoom from the first step
+        if cfg.camera_dim:
+            self.register_buffer("camera_mean", torch.zeros(cfg.camera_dim))
+            self.register_buffer("camera_white", torch.eye(cfg.camera_dim))
 
     def sharded_state_dict(self, prefix: str = "", sharded_offsets=(), metadata=None) -> dict:
         from worldmill.training import megatron as mc
@@ -250,6 +286,22 @@ class DiTWorldModel(nn.Module):
         self.latent_mean.copy_(mean)
         self.latent_std.copy_(std.clamp_min(1e-4))
 
+    @torch.no_grad()
+    def set_camera_stats(self, cams: torch.Tensor, ridge: float = 0.01) -> None:
+        """ZCA whitening of camera-phrase embeddings ``cams`` ``(N, camera_dim)`` (the
+        training captions'; rows of zeros, no phrase, are left out): ``(e - mean) @ W``,
+        ``W = (cov + ridge * max_eig)^(-1/2)`` (the ridge keeps directions the captions do
+        not span from being blown up)."""
+        cams = cams[cams.abs().sum(1) > 0].double()
+        if len(cams) < 2:
+            return
+        mean = cams.mean(0)
+        cov = (cams - mean).T @ (cams - mean) / len(cams)
+        ev, vec = torch.linalg.eigh(cov)
+        inv = (ev.clamp_min(0) + ridge * ev.max()).rsqrt()
+        self.camera_mean.copy_(mean)
+        self.camera_white.copy_(vec @ torch.diag(inv) @ vec.T)
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) raw -> standard
         return (x - self.latent_mean[:, None, None, None]) / self.latent_std[:, None, None, None]
 
@@ -258,12 +310,22 @@ class DiTWorldModel(nn.Module):
 
     # -- the denoiser ----------------------------------------------------------------------
 
-    def caption(self, text: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """Cross-attention context ``(K, B, D)``; ``text`` None = the null caption."""
+    def caption(self, text: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cross-attention context ``(K, B, D)``, camera vector ``(B, D)``) of the
+        conditioning ``text`` ``(B, text_dim [+ camera_dim])``; None = the null caption."""
+        c = self.cfg
         if text is None:
-            text = self.latent_mean.new_zeros(batch, self.cfg.text_dim)
-        ctx = rearrange(self.text(text.float()), "b (k d) -> k b d", k=self.cfg.text_tokens)
-        return self.text_norm(ctx)
+            text = self.latent_mean.new_zeros(batch, c.text_dim + c.camera_dim)
+        text = text.float()
+        ctx = rearrange(self.text(text[:, : c.text_dim]), "b (k d) -> k b d", k=c.text_tokens)
+        cam = text[:, c.text_dim : c.text_dim + c.camera_dim]  # (B, camera_dim) or empty
+        if self.camera is None:
+            return self.text_norm(ctx), ctx.new_zeros(batch, c.hidden_size)
+        if cam.shape[1] < c.camera_dim:  # a caption without its camera phrase
+            cam = F.pad(cam, (0, c.camera_dim - cam.shape[1]))
+        named = cam.abs().sum(1, keepdim=True) > 0  # no phrase (or null caption): stays 0
+        cam = torch.where(named, (cam - self.camera_mean) @ self.camera_white, 0.0)
+        return self.text_norm(ctx), self.camera(cam)
 
     def denoise(
         self, z_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor | None
@@ -283,6 +345,8 @@ class DiTWorldModel(nn.Module):
         x = z_t
         if c.given_inputs:  # (B, 3C, T, H, W): every cell sees its anchor and motion cue
             x = torch.cat([z_t, anchor, given_change(z_t, t)], 1)
+            if c.anchor_gradients:  # (B, 6C, T, H, W)
+                x = torch.cat([x, spatial_gradients(anchor)], 1)
         x = rearrange(x, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
         x = self.patch_in(x)  # (B, N, D)
         pos = (
@@ -293,8 +357,9 @@ class DiTWorldModel(nn.Module):
         x = rearrange(x, "b n d -> n b d") + rearrange(pos, "t h w d -> (t h w) 1 d")
         # per token-frame noise level: the noisiest of its patch_t frames
         t_tok = rearrange(t, "b (t i) -> b t i", i=pt).amax(-1)  # (B, tt)
-        cond = F.silu(self.t_mlp(timestep_features(t_tok, c.freq_dim)))  # (B, tt, D)
-        context = self.caption(text, b)
+        context, camera = self.caption(text, b)  # (K, B, D), (B, D)
+        cond = self.t_mlp(timestep_features(t_tok, c.freq_dim))  # (B, tt, D)
+        cond = F.silu(cond + camera[:, None])
         per_tok = lambda m: repeat(m, "b t e -> (t s) b e", s=hh * ww)  # noqa: E731
         for layer, ada in zip(self.block.layers, self.ada, strict=True):
             mods = per_tok(ada(cond)).chunk(9, -1)  # (N, B, D) each
@@ -331,9 +396,11 @@ class DiTWorldModel(nn.Module):
         return {"noise": noise, "t": t, "given": given,
                 "drop": u[:, 2] < self.cfg.cond_drop}  # fmt: skip
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, draw: dict | None = None):
+    def forward(self, x: torch.Tensor, text: torch.Tensor, draw: dict | None = None, decode=None):
         """Mean ``x_0`` MSE over the noisy frames of raw latents ``x`` ``(B, C, T, H, W)``
-        with captions ``text`` ``(B, 384)``. The model owns its loss."""
+        with conditioning ``text`` ``(B, text_dim [+ camera_dim])``, plus the pixel term when
+        ``decode`` (the frozen tokenizer's raw latents -> pixels) is given. The model owns
+        its loss; ``self.terms`` holds the two parts of the last call (floats, for logs)."""
         z = self.normalise(x.float())
         d = draw or self.draw(z)
         T = z.shape[2]
@@ -342,9 +409,38 @@ class DiTWorldModel(nn.Module):
         tb = t[:, None, :, None, None]
         z_t = (1 - tb) * z + tb * d["noise"]
         text = torch.where(d["drop"][:, None], torch.zeros_like(text), text.float())
-        sq = (self.denoise(z_t, t, text) - z).pow(2)  # (B, C, T, H, W)
+        x0 = self.denoise(z_t, t, text)
+        sq = (x0 - z).pow(2)  # (B, C, T, H, W)
         err = (sq * self.channel_weight()[:, None, None, None]).sum(1).mean((2, 3))  # (B, T)
-        return (err * noisy).sum() / noisy.sum().clamp_min(1)
+        loss = (err * noisy).sum() / noisy.sum().clamp_min(1)
+        # both keys always (ranks all-reduce the logged scalars by name)
+        self.terms = {"loss_latent": float(loss), "loss_pixel": 0.0}
+        if decode is not None and self.cfg.pixel_loss > 0 and T >= 2:
+            pix = self.pixel_error(x, x0, d["given"], decode)
+            if pix is not None:
+                loss = loss + self.cfg.pixel_loss * pix
+                self.terms["loss_pixel"] = float(pix)
+        return loss
+
+    def pixel_error(self, x, x0, given, decode) -> torch.Tensor | None:
+        """Pixel MSE of the last latent frame's prediction ``x0`` (standardised) against
+        the true raw latents ``x`` ``(B, C, T, H, W)``, both decoded by ``decode`` after
+        the true frame before it (the decoder is causal: that frame is all the context the
+        new frame's pixels read beyond themselves, to a close approximation), on the
+        ``pixel_samples`` Video2World samples (``given`` ``(B,)`` >= 1) with the most given
+        frames (next-frame prediction first); None if there is none. The target is
+        clamped to [-1, 1] like the pixels the metrics read, the prediction is not (so an
+        out-of-range pixel still has a gradient back into range)."""
+        order = torch.argsort(given, descending=True, stable=True)
+        idx = order[given[order] > 0][: self.cfg.pixel_samples]
+        if len(idx) == 0:
+            return None
+        prev, true = x[idx, :, -2:-1].float(), x[idx, :, -1:].float()  # (b, C, 1, H, W)
+        pred = self.denormalise(x0[idx, :, -1:])
+        with torch.no_grad():
+            want = decode(torch.cat([prev, true], 2))[:, :, 1:].clamp(-1, 1)  # (b, 3, t_c, ..)
+        got = decode(torch.cat([prev, pred], 2))[:, :, 1:]
+        return (got - want).pow(2).mean()
 
     def channel_weight(self) -> torch.Tensor:
         """``(C,)`` loss weights summing to 1 (``cfg.loss_weight``)."""
@@ -447,3 +543,17 @@ def given_change(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(
         (prev >= 0)[:, None, :, None, None], _frames_at(z_t, idx) - _frames_at(z_t, prev), 0.0
     )
+
+
+def spatial_gradients(z: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T, H, W)`` -> ``(B, 3C, T, H, W)``: central differences along x (W) and y
+    (H), edges replicated, and the radial derivative ``(x - cx) d/dx + (y - cy) d/dy`` about
+    the window centre, in latent cells (the first-order change of ``z`` under a pan, a tilt
+    and a zoom)."""
+    p = F.pad(z, (1, 1, 1, 1, 0, 0), mode="replicate")
+    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2
+    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) / 2
+    h, w = z.shape[-2:]
+    ys = torch.arange(h, device=z.device, dtype=z.dtype)[:, None] - (h - 1) / 2
+    xs = torch.arange(w, device=z.device, dtype=z.dtype)[None, :] - (w - 1) / 2
+    return torch.cat([gx, gy, xs * gx + ys * gy], 1)

@@ -149,3 +149,74 @@ def test_text2world_first_frame_then_video2world():
     assert two.shape == (2, 4, 3, 4, 4)
     torch.testing.assert_close(two[:, :, :1], joint[:, :, :1])
     assert (two[:, :, 1:] - joint[:, :, 1:]).abs().max() > 1e-4
+
+
+def _decoder():
+    """A real (random-weight) CV tokenizer with 4 latent channels, frozen: its decoder is what
+    the pixel loss differentiates through (8 px per latent cell, 4 frames per latent frame)."""
+    from worldmill.models.tokenizer import CausalVideoTokenizer, TokenizerConfig
+
+    torch.manual_seed(0)
+    tok = CausalVideoTokenizer(TokenizerConfig(channels=8, latent_channels=4)).eval()
+    with torch.no_grad():  # the conv residual starts at zero: move it off, as training does
+        for p in tok.decoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return tok.requires_grad_(False)
+
+
+def test_pixel_loss_decodes_the_last_frame_after_the_true_frame_before_it():
+    tok, x, text = _decoder(), _latents(4), torch.randn(4, 768)
+    m = _model(0).train()
+    # sample 0 is Text2World (no pixel term); pixel_samples = 2: the most given first,
+    # ties in batch order, so samples 2 and 1
+    given = torch.tensor([0, 1, 2, 1])
+    assert m.cfg.pixel_samples == 2
+    z = m.normalise(x)
+    # a perfect prediction: only the target's clamp to [-1, 1] (the pixels the metric reads;
+    # the prediction is not clamped, so it keeps its gradient) is left
+    full = tok.decode(torch.cat([x[1:3, :, 1:2], x[1:3, :, 2:3]], 2))[:, :, 1:]
+    torch.testing.assert_close(
+        m.pixel_error(x, z, given, tok.decode), (full - full.clamp(-1, 1)).pow(2).mean()
+    )
+    assert m.pixel_error(x, z, torch.zeros(4, dtype=torch.long), tok.decode) is None
+    copy = torch.cat([z[:, :, :-1], z[:, :, -2:-1]], 2)  # "copy the frame before" predicted
+    prev, true = x[1:3, :, 1:2], x[1:3, :, 2:3]
+    want = tok.decode(torch.cat([prev, true], 2))[:, :, 1:].clamp(-1, 1)
+    got = tok.decode(torch.cat([prev, prev], 2))[:, :, 1:]
+    torch.testing.assert_close(
+        m.pixel_error(x, copy, given, tok.decode), (got - want).pow(2).mean()
+    )
+    d = m.draw(z, torch.Generator().manual_seed(0))
+    d["given"] = given
+    plain, with_px = m(x, text, d), m(x, text, d, decode=tok.decode)
+    assert m.terms["loss_pixel"] > 0
+    torch.testing.assert_close(float(with_px - plain), m.cfg.pixel_loss * m.terms["loss_pixel"])
+    m.zero_grad()
+    (with_px - plain).backward()  # the pixel term alone reaches the DiT, not the decoder
+    assert m.patch_out.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tok.parameters())
+
+
+def test_camera_phrase_is_whitened_and_conditions_every_token():
+    m = _model(1).eval()
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(384, generator=g)
+    left, right = (
+        base + 0.1 * torch.randn(384, generator=g),
+        base + 0.1 * torch.randn(384, generator=g),
+    )
+    zoom = torch.randn(384, generator=g)
+    m.set_camera_stats(torch.stack([left, right, zoom, torch.zeros(384)] * 3))
+    white = (torch.stack([left, right, zoom]) - m.camera_mean) @ m.camera_white
+    cos = torch.nn.functional.cosine_similarity(white[0], white[1], 0)
+    assert torch.nn.functional.cosine_similarity(left, right, 0) > 0.98 and cos < 0.5
+    x, text = _latents(), torch.randn(2, 384)
+    t = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.0, 0.9]])
+    with torch.no_grad():  # no camera phrase (zeros) = a caption without one
+        alone = m.denoise(x, t, text)
+        torch.testing.assert_close(
+            m.denoise(x, t, torch.cat([text, torch.zeros(2, 384)], 1)), alone
+        )
+        a = m.denoise(x, t, torch.cat([text, left.expand(2, -1)], 1))
+        b = m.denoise(x, t, torch.cat([text, right.expand(2, -1)], 1))
+    assert (a - b).abs().amax((1, 2, 3, 4)).min() > 1e-4  # in every sample

@@ -9,6 +9,7 @@ import json
 import numpy as np
 
 from worldmill.training import cli, latents, metrics
+from worldmill.training.camera import camera_phrase, prompt_conditions
 from worldmill.training.kinds.diffusion import camera_prompts, caption_motion
 from worldmill.training.registry import get_spec
 
@@ -77,6 +78,12 @@ def test_camera_prompts_come_from_captions_naming_a_motion():
     assert caption_motion("A fast zoom out from a field") == "zoom_out"
     assert caption_motion("A static shot of a dog") == "static"
     assert caption_motion("a camera panning over coins") is None
+    # the phrase the model is conditioned on, pace word kept
+    assert camera_phrase("A steady pan to the left across a beach.") == "steady pan to the left"
+    assert camera_phrase("A tilt up over x") == "tilt up"
+    assert camera_phrase("a camera panning over coins") is None
+    cond = prompt_conditions(["A slow zoom in on z", "a camera panning over coins"])
+    assert cond.shape == (2, 768) and not cond[1, 384:].any() and cond[0, 384:].any()
     e = np.zeros(384, np.float32)
     text = {"a": ("A slow pan to the right over x", e), "b": ("A slow pan to the right over y", e),
             "c": ("A slow zoom in on z", e), "d": ("no motion named", e)}  # fmt: skip

@@ -36,6 +36,45 @@ TEMPLATES = {
 }
 
 
+# The captioner's pace words ("A {pace} pan to the left", tasks/caption.py), kept with the
+# motion in the camera phrase a prompt is conditioned on.
+_PACE = re.compile(r"\b(?:slow|steady|fast)\s+$")
+
+
+def camera_phrase(caption: str) -> str | None:
+    """The camera phrase of a prompt in the captioner's words, with its pace word when
+    there is one ("steady pan to the left", "zoom in", "static shot"), or None."""
+    low = caption.lower()
+    for pat, _ in _MOTION:
+        m = pat.search(low)
+        if m:
+            pace = _PACE.search(low[: m.start()])
+            return (pace.group(0) if pace else "") + m.group(0)
+    return None
+
+
+def prompt_conditions(captions: list[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+    """``(N, 768)`` float32 conditioning of the diffusion kind for prompts ``captions``:
+    each prompt's MiniLM embedding (``embeddings`` ``(N, 384)`` when already computed)
+    followed by the MiniLM embedding of its camera phrase alone (:func:`camera_phrase`;
+    zeros when it names none). In the pooled prompt embedding the few motion words are
+    drowned by the rest (colours, people: RESULTS.md, diffusion round 2); on their own
+    "pan to the left" and "pan to the right" embed far apart."""
+    from worldmill.config import EmbedConfig
+    from worldmill.tasks.embed import embed_texts
+
+    if embeddings is None:
+        embeddings = embed_texts(list(captions), EmbedConfig())
+    phrases = [camera_phrase(c) for c in captions]
+    known = sorted({p for p in phrases if p})
+    table = dict(zip(known, embed_texts(known, EmbedConfig()), strict=True)) if known else {}
+    cam = np.zeros_like(embeddings)
+    for i, p in enumerate(phrases):
+        if p:
+            cam[i] = table[p]
+    return np.concatenate([embeddings, cam], 1).astype(np.float32)
+
+
 def caption_motion(caption: str) -> str | None:
     """The camera motion a caption names (the captioner's phrasing), or None."""
     low = caption.lower()
@@ -85,8 +124,6 @@ def camera_control(dit, tok, text: dict, held_ids: set[str], cfg, figure: Path, 
     caption dict ``text``), decoded by ``tok`` and read by :func:`estimate_camera` one
     latent frame apart, at ``cfg.sample.guidance`` and at 1; ``figure``: one sample per
     motion. ``cfg``: the run's ``DiffusionTrainConfig``."""
-    from worldmill.config import EmbedConfig
-    from worldmill.tasks.embed import embed_texts
     from worldmill.training import metrics
 
     d, s = cfg.data, cfg.sample
@@ -94,8 +131,11 @@ def camera_control(dit, tok, text: dict, held_ids: set[str], cfg, figure: Path, 
     if cfg.eval.camera_prompts == 0:
         return {}
     prompts = camera_prompts(text, held_ids, cfg.eval.camera_prompts)
-    embs = [e if e is not None else embed_texts([c], EmbedConfig())[0] for _, c, e in prompts]
-    emb = torch.from_numpy(np.stack(embs)).float().to(dit.latent_mean.device)
+    if any(e is None for _, _, e in prompts):  # the templates: embed them here
+        embs = prompt_conditions([c for _, c, _ in prompts])
+    else:  # the corpus captions' conditioning (``prompt_conditions``, made by the data)
+        embs = np.stack([e for _, _, e in prompts])
+    emb = torch.from_numpy(embs).float().to(dit.latent_mean.device)
     want = [m for m, _, _ in prompts]
     res: dict = {}
     for key, g in (("camera_motion_accuracy", s.guidance), ("camera_motion_accuracy_g1", 1.0)):

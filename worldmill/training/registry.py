@@ -58,8 +58,9 @@ def resolve_config(
 
 
 def load_run_config(run: str | Path) -> Any:
-    """The validated config of an existing run folder (its kind decides the class)."""
+    """The validated config of an existing run folder (its kind decides the class; older
+    runs rebuilt as they were trained: ``TrainConfig.from_run``)."""
     import json
 
     data = json.loads((Path(run) / "config.json").read_text())
-    return get_spec(data.get("kind") or "tokenizer").config.model_validate(data)
+    return get_spec(data.get("kind") or "tokenizer").config.from_run(data)

@@ -58,6 +58,7 @@ from worldmill.training.camera import (
     camera_prompts,
     caption_motion,
     estimate_camera,
+    prompt_conditions,
 )
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.encode import fit_clip
@@ -83,6 +84,10 @@ class DitModelConfig(StrictModel):
     logit_std: float | None = Field(None, gt=0)
     t1_prob: float | None = Field(None, ge=0, le=1)  # P(t = 1, pure noise) in training
     given_inputs: bool | None = None  # tokens also read the anchor + its change (Video2World)
+    anchor_gradients: bool | None = None  # ... and the anchor's spatial derivatives
+    camera_dim: int | None = Field(None, ge=0)  # camera-phrase embedding -> adaLN; 0 = off
+    pixel_loss: float | None = Field(None, ge=0)  # weight of the decoded-pixel x0 MSE; 0 = off
+    pixel_samples: int | None = Field(None, ge=1)  # samples per rank and step that get it
     loss_weight: Literal["variance", "uniform"] | None = None  # x0 MSE per channel
     backend: Literal["megatron", "torch"] = "megatron"
 
@@ -140,6 +145,17 @@ class DiffusionTrainConfig(TrainConfig):
     )
     run: RunConfig = Field(default_factory=lambda: RunConfig(steps=1600, checkpoint_every=400))
 
+    @classmethod
+    def from_run(cls, data: dict) -> DiffusionTrainConfig:
+        """A run's config.json from before the camera-phrase conditioning, the pixel loss
+        and the anchor gradients lacks ``model.camera_dim`` / ``pixel_loss`` /
+        ``anchor_gradients`` (a fresh run's file has them, null when unset): it is rebuilt
+        as it was trained, without them."""
+        model = dict(data.get("model", {}))
+        for key in ("camera_dim", "pixel_loss", "anchor_gradients"):
+            model.setdefault(key, 0)
+        return cls.model_validate({**data, "model": model})
+
 
 def tokenizer_channels(tokenizer_run: str | Path) -> int:
     """Latent channels of a CV tokenizer run (ConfigError naming ``tokenizer`` for DV)."""
@@ -163,9 +179,20 @@ def model_config(cfg: DiffusionTrainConfig, channels: int) -> DiTConfig:
 
 class LatentData(TokenData):
     """``ar``'s token-cache data, over CV latents: ``batch(step)`` ->
-    ``{"x": (B, C, frames, size, size) float32, "text": (B, 384)}``."""
+    ``{"x": (B, C, frames, size, size) float32, "text": (B, 768)}``, the text being each
+    caption's conditioning (``camera.prompt_conditions``: its MiniLM embedding, then its
+    camera phrase's)."""
 
     array = "latent"
+
+    def __init__(self, cfg: DiffusionTrainConfig, ctx: RunContext):
+        super().__init__(cfg, ctx)
+        ids = sorted(self.text)
+        conds = prompt_conditions(
+            [self.text[i][0] for i in ids], np.stack([self.text[i][1] for i in ids])
+        )
+        for i, cond in zip(ids, conds, strict=True):  # the stream reads this same dict
+            self.text[i] = (self.text[i][0], cond)
 
 
 # -- the spec --------------------------------------------------------------------------------
@@ -205,21 +232,29 @@ class DiffusionSpec(Spec):
         return DiTWorldModel(model_config(cfg, tokenizer_channels(ctx.upstream["tokenizer"])))
 
     def build_data(self, cfg: DiffusionTrainConfig, ctx: RunContext) -> LatentData:
-        return LatentData(cfg, ctx)
+        data_ = LatentData(cfg, ctx)
+        # the frozen tokenizer decoder of the model's pixel loss (one run per process)
+        self.decode = data_.tokenizer.to(ctx.device).requires_grad_(False).decode
+        return data_
 
     def init_model(self, model, data_: LatentData, cfg, ctx: RunContext) -> None:
-        """Per-channel mean / std of the training latents (every rank reads the same
-        cache, so every rank computes the same statistics)."""
+        """Per-channel mean / std of the training latents and the whitening of the training
+        captions' camera phrases (every rank reads the same cache, so every rank computes
+        the same statistics)."""
         arrs = [latents.load_array(r).astype(np.float32) for r in data_.train_refs]
         flat = np.concatenate([a.reshape(a.shape[0], -1) for a in arrs], 1)  # (C, values)
         mean, std = torch.from_numpy(flat.mean(1)), torch.from_numpy(flat.std(1))
-        _unwrap(model).set_latent_stats(mean, std)
+        dit = _unwrap(model)
+        dit.set_latent_stats(mean, std)
         ctx.log(f"latent stats over {len(arrs)} clips: std {[round(float(s), 3) for s in std]}")
+        if dit.cfg.camera_dim:  # whitening of the training captions' camera phrases
+            conds = np.stack([data_.text[r.clip_id][1] for r in data_.train_refs])
+            dit.set_camera_stats(torch.from_numpy(conds[:, dit.cfg.text_dim :]))
 
     def step(self, model, batch: dict, ctx: RunContext):
         x, text = batch["x"].to(ctx.device), batch["text"].to(ctx.device)
-        loss = model(x, text)
-        return loss, {}
+        loss = model(x, text, decode=self.decode)
+        return loss, dict(_unwrap(model).terms)
 
     # -- evaluation ------------------------------------------------------------------------
 
@@ -340,9 +375,7 @@ def generate_diffusion(
 
     import torch.distributed as dist
 
-    from worldmill.config import EmbedConfig
     from worldmill.models.ar import _read_input
-    from worldmill.tasks.embed import embed_texts
     from worldmill.training import checkpoint, encode
     from worldmill.training import megatron as mc
     from worldmill.training.registry import load_run_config
@@ -365,7 +398,7 @@ def generate_diffusion(
         model, tok = model.to(dev).eval(), tok.to(dev)
         tc, sc = tok.cfg.temporal_compression, tok.cfg.spatial_compression
         size, max_t = cfg.data.size, model.cfg.max_t
-        text = torch.from_numpy(embed_texts([prompt], EmbedConfig())).to(dev)
+        text = torch.from_numpy(prompt_conditions([prompt])).to(dev)
         kw = dict(steps=s.steps, guidance=g, shift=s.shift)
         if video_or_image is None:  # Text2World: the first window from the caption alone
             k = min(frames, max_t)

@@ -301,8 +301,19 @@ class ARWorldModel(nn.Module):
         (none in frame 0, where ``above`` is -1)."""
         if self.copy_gain is None:
             return logits
-        hot = F.one_hot(above.clamp_min(0), logits.shape[-1]) * (above >= 0)[..., None]
-        return logits + self.copy_gain.to(logits.dtype) * hot.to(logits.dtype)
+        return logits + self.copy_gain.to(logits.dtype) * _copy_hot(above, logits)
+
+    @torch.no_grad()
+    def fit_calibration(self, tokens: torch.Tensor, text: torch.Tensor | None) -> dict:
+        """``fit_calibration`` (``calibrate``'s copy bias and temperature) on the
+        teacher-forced logits of token windows ``tokens`` ``(B, T', H', W')`` (captions
+        ``text`` ``(B, 384)``) of videos the model never trained on: every position of
+        latent frames >= 1 (those that have a previous frame to copy)."""
+        b, t, h, w = tokens.shape
+        logits = self.logits(tokens, text)[:, h * w :].float()  # (B, N - hw, V)
+        flat = tokens.reshape(b, -1)
+        above, target = flat[:, : -h * w], flat[:, h * w :]  # token one latent frame earlier
+        return fit_calibration(logits.flatten(0, 1), above.flatten(), target.flatten())
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -320,6 +331,7 @@ class ARWorldModel(nn.Module):
         use_cache: bool = True,
         return_probs: bool = False,
         guidance: float = 1.0,
+        calibration: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue ``context`` ``(B, T0, H', W')`` (T0 may be 0 with ``hw`` given) by
         ``frames`` latent frames: ``(B, T0 + frames, H', W')``; with ``return_probs`` also
@@ -332,7 +344,9 @@ class ARWorldModel(nn.Module):
         new slot per forward); ``False`` recomputes the whole prefix for every token (the
         reference the cache is tested against). ``guidance`` != 1 (with ``text``):
         classifier-free guidance, logits ``u + guidance * (c - u)`` of the captioned (c) and
-        empty-caption (u) model, run as one doubled batch."""
+        empty-caption (u) model, run as one doubled batch. ``calibration`` ``(copy_bias,
+        temperature)``: every logit vector goes through :func:`calibrate` first (a run's
+        fit on its validation videos, ``fit_calibration``); the default changes nothing."""
         cfg_on = guidance != 1.0 and text is not None
         if cfg_on:
             text = torch.cat([text, torch.zeros_like(text)])
@@ -368,6 +382,7 @@ class ARWorldModel(nn.Module):
                     x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, False, above=up)
                 logits = self._gpt(x, cache=cache, past=past)[:, -1:].float()
                 logits = self._copy(logits, up[:, -1:])[:, 0]  # (B, V)
+                logits = calibrate(logits, up[:, -1], *calibration)
                 if cfg_on:  # (2B, V): captioned half, empty-caption half
                     c, u = logits.chunk(2)
                     logits = u + guidance * (c - u)
@@ -394,6 +409,68 @@ def _above(flat: torch.Tensor, start: int, stop: int, hw: int) -> torch.Tensor:
     idx = torch.arange(start, stop, device=flat.device) - hw
     got = flat[:, idx.clamp_min(0)]
     return torch.where(idx[None] >= 0, got, torch.full_like(got, -1))
+
+
+def _copy_hot(above: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """One-hot ``(..., V)`` of each slot's ``above`` token (all zero where it is -1)."""
+    hot = F.one_hot(above.clamp_min(0), logits.shape[-1]) * (above >= 0)[..., None]
+    return hot.to(logits.dtype)
+
+
+def calibrate(
+    logits: torch.Tensor, above: torch.Tensor, copy_bias: float = 0.0, temperature: float = 1.0
+) -> torch.Tensor:
+    """``(logits + copy_bias * onehot(above)) / temperature`` for ``logits`` ``(..., V)``
+    and the previous latent frame's token at each place ``above`` ``(...)`` (-1: none).
+
+    Post-hoc calibration for videos the model never saw: a model that memorised its
+    training videos moves away from the previous frame's token more often and more
+    confidently than is right on new ones; an extra copy bias and a temperature, fitted on
+    validation videos (``fit_calibration``), pull it back by as much as they warrant."""
+    if copy_bias == 0.0 and temperature == 1.0:
+        return logits
+    return (logits + copy_bias * _copy_hot(above, logits)) / temperature
+
+
+def fit_calibration(
+    logits: torch.Tensor, above: torch.Tensor, target: torch.Tensor, steps: int = 100
+) -> dict[str, float]:
+    """Fit ``calibrate``'s ``(copy_bias, temperature)`` to teacher-forced ``logits``
+    ``(N, V)`` of tokens ``target`` ``(N,)`` with previous-frame tokens ``above`` ``(N,)``
+    (positions of latent frames >= 1 of videos the model never trained on) by minimum
+    cross-entropy (L-BFGS over ``copy_bias`` and ``log temperature``; two parameters, so
+    a few thousand tokens pin them down). Returns both and the mean NLL (nats/token)
+    before and after."""
+    logits, hot = logits.double(), _copy_hot(above, logits).double()
+    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([bias, log_t], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        return F.cross_entropy((logits + bias * hot) / log_t.exp(), target)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nll()
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        before = float(F.cross_entropy(logits, target))
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        after = float(nll())
+    if not after < before:  # no improvement (or a diverged fit): leave the logits alone
+        bias.data.zero_(), log_t.data.zero_()
+        after = before
+    return {
+        "copy_bias": float(bias),
+        "temperature": float(log_t.exp()),
+        "nll_before": before,
+        "nll_after": after,
+        "tokens": int(target.numel()),
+    }
 
 
 def sample_logits(
@@ -482,9 +559,12 @@ def generate_ar(
     ``max_t - 1`` latent context frames (the last ones kept). Beyond the model's ``max_t``
     latent frames the context window slides (the oldest latent frames are dropped; the
     model then sees a non-image frame at ``t = 0``, which it was not trained on unless
-    ``data.random_start``). Deterministic for a seed; ``temperature`` 0 = greedy. Loads
-    the run (and its tokenizer run) on CPU or the first GPU; no Prefect, no side effects.
+    ``data.random_start``). Deterministic for a seed; ``temperature`` 0 = greedy. The
+    run's calibration (``metrics.json``, fitted on its validation videos) is applied to
+    every logit, as in its evaluation. Loads the run (and its tokenizer run) on CPU or the
+    first GPU; no Prefect, no side effects.
     """
+    import json
     from pathlib import Path
 
     from worldmill.config import EmbedConfig
@@ -501,6 +581,9 @@ def generate_ar(
     ck = checkpoint.latest(run)
     if ck is None:
         raise FileNotFoundError(f"no complete checkpoint under {run / 'checkpoints'}")
+    m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    cal = m.get("calibration") or {"copy_bias": 0.0, "temperature": 1.0}
+    calibration = (cal["copy_bias"], cal["temperature"])
     import torch.distributed as dist
 
     group = contextlib.nullcontext() if dist.is_initialized() else mc.single_process(seed)
@@ -526,8 +609,8 @@ def generate_ar(
             window = out[:, -min(out.shape[1], max_ctx) :]
             k = min(left, model.cfg.max_t - window.shape[1])
             new = model.sample(window, k, text, temperature=temperature, top_k=top_k,
-                               top_p=top_p, seed=step_seed,
-                               guidance=guidance)[:, window.shape[1] :]  # fmt: skip
+                               top_p=top_p, seed=step_seed, guidance=guidance,
+                               calibration=calibration)[:, window.shape[1] :]  # fmt: skip
             out, left, step_seed = torch.cat([out, new], 1), left - k, step_seed + 1
         video = tok.decode_tokens(out).clamp(-1, 1).float().cpu()
         return metrics.to_uint8(video)[0]

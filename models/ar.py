@@ -73,6 +73,13 @@ class ARConfig:
     # (t - 1, h, w), the previous latent frame's token at the same place; the model starts
     # near "copy the last frame" and learns where to move away from it. 0 = off.
     copy_logit: float = 0.0
+    # > 0: the copy prior reaches the previous frame's (2r+1)^2 tokens around (t - 1, h, w)
+    # as a mixture: p = pi_0 softmax(logits) + sum_k pi_k onehot(neighbour k), the weights
+    # pi from a linear head on each slot's hidden state (starting at pi_centre ~ softmax
+    # over [0, .., copy_logit, .., 0]). A camera pan or zoom moves content by a fraction of
+    # a token per latent frame: which neighbour the next token comes from depends on the
+    # motion, not on the content, so it is what carries over to unseen videos.
+    copy_radius: int = 0
 
     @property
     def ffn(self) -> int:
@@ -110,7 +117,11 @@ class ARConfig:
         gpt = self.vocab_size * d + L * layer + norm  # tied embedding / output, final norm
         pos = (self.max_t + self.max_h + self.max_w) * d + d  # + BOS
         text = (self.text_dim * d + d) * self.prefix_tokens if self.prefix_tokens else 0
-        return gpt + pos + text + (1 if self.copy_logit else 0)
+        if self.copy_radius:
+            copy = (d + 1) * ((2 * self.copy_radius + 1) ** 2 + 1)  # the mixture head
+        else:
+            copy = 1 if self.copy_logit else 0
+        return gpt + pos + text + copy
 
 
 # Sizes. "tiny" is the tests'; "cpu" the 2-core default run (its regularisation measured in
@@ -122,7 +133,8 @@ class ARConfig:
 PRESETS: dict[str, ARConfig] = {
     "tiny": ARConfig(vocab_size=64, max_t=4, max_h=4, max_w=4, num_layers=2, hidden_size=32,
                      num_heads=4, prefix_tokens=1, prev_frame=True),
-    "cpu": ARConfig(first_frame_weight=0.2, dropout=0.1, caption_dropout=0.1, copy_logit=6.0),
+    "cpu": ARConfig(first_frame_weight=0.2, dropout=0.1, caption_dropout=0.1, copy_logit=6.0,
+                    copy_radius=1),
     "4b": ARConfig(vocab_size=64_000, max_t=5, max_h=40, max_w=64, num_layers=16,
                    hidden_size=4096, num_heads=32, num_query_groups=8, ffn_hidden_size=14336,
                    swiglu=True, rmsnorm=True, prefix_tokens=8),
@@ -176,9 +188,23 @@ class ARWorldModel(nn.Module):
         for e in (self.pos_t, self.pos_h, self.pos_w):
             nn.init.normal_(e.weight, std=0.02)
         nn.init.normal_(self.bos, std=0.02)
-        self.copy_gain = nn.Parameter(torch.tensor([cfg.copy_logit])) if cfg.copy_logit else None
+        self.copy_gain = self.copy_head = None
+        if cfg.copy_radius:
+            k = (2 * cfg.copy_radius + 1) ** 2
+            self.copy_head = nn.Linear(d, k + 1)  # mixture logits: [generate, neighbour 0..k-1]
+            nn.init.zeros_(self.copy_head.weight)
+            with torch.no_grad():
+                self.copy_head.bias.zero_()
+                self.copy_head.bias[1 + k // 2] = cfg.copy_logit  # the same-place neighbour
+            self._hidden: torch.Tensor | None = None  # (S, B, D) of the last GPT call
+            self.gpt.output_layer.register_forward_pre_hook(self._keep_hidden)
+        elif cfg.copy_logit:
+            self.copy_gain = nn.Parameter(torch.tensor([cfg.copy_logit]))
         if cfg.fsq_levels:
             self._init_from_codes(cfg.fsq_levels)
+
+    def _keep_hidden(self, module, args) -> None:
+        self._hidden = args[0]  # the final hidden states the output layer reads (S, B, D)
 
     @torch.no_grad()
     def _init_from_codes(self, levels: tuple[int, ...], std: float = 0.02) -> None:
@@ -271,7 +297,9 @@ class ARWorldModel(nn.Module):
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
         p = self.cfg.prefix_tokens
-        if self.copy_gain is None:
+        if self.copy_head is not None:
+            above = _neighbours(flat, 0, t * h * w, h, w, self.cfg.copy_radius)
+        if self.copy_gain is None and self.copy_head is None:
             labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
             loss = self.gpt_loss(x, labels)[:, p:]  # (B, N) nats per token
         else:  # full logits (gathered over TP ranks) + the copy prior, then cross-entropy
@@ -294,14 +322,35 @@ class ARWorldModel(nn.Module):
         flat = tokens.reshape(b, -1)
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
+        if self.copy_head is not None:
+            above = _neighbours(flat, 0, t * h * w, h, w, self.cfg.copy_radius)
         return self._copy(self._gpt(x)[:, self.cfg.prefix_tokens :], above)
 
     def _copy(self, logits: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
         """``logits`` ``(B, n, V)`` + ``copy_gain`` on each slot's ``above`` token (B, n)
-        (none in frame 0, where ``above`` is -1)."""
+        (none in frame 0, where ``above`` is -1). With ``copy_radius``, ``above`` is
+        ``(B, n, K)`` (``_neighbours``) and the result the mixture's log-probabilities."""
+        if self.copy_head is not None:
+            return self._copy_mixture(logits, above)
         if self.copy_gain is None:
             return logits
         return logits + self.copy_gain.to(logits.dtype) * _copy_hot(above, logits)
+
+    def _copy_mixture(self, logits: torch.Tensor, nbrs: torch.Tensor) -> torch.Tensor:
+        """``log(pi_0 softmax(logits) + sum_k pi_k onehot(nbrs_k))`` ``(B, n, V)``; ``pi``
+        ``(B, n, K + 1)`` from the hidden states of the same ``n`` slots, over the valid
+        neighbours only (``nbrs`` -1: outside the grid or in frame 0)."""
+        n = logits.shape[1]
+        hid = rearrange(self._hidden[-n:], "s b d -> b s d")
+        mix = self.copy_head(hid.to(self.copy_head.weight.dtype)).float()  # (B, n, K + 1)
+        valid = torch.cat([torch.ones_like(nbrs[..., :1], dtype=torch.bool), nbrs >= 0], -1)
+        mix = mix.masked_fill(~valid, float("-inf")).log_softmax(-1)
+        out = logits.float().log_softmax(-1) + mix[..., :1]
+        for k in range(nbrs.shape[-1]):  # add pi_k at token nbrs_k (repeats add up)
+            idx = nbrs[..., k : k + 1].clamp_min(0)
+            new = torch.logaddexp(out.gather(-1, idx), mix[..., 1 + k : 2 + k])
+            out = out.scatter(-1, idx, new)  # an invalid k adds log 0: unchanged
+        return out
 
     @torch.no_grad()
     def fit_calibration(self, tokens: torch.Tensor, text: torch.Tensor | None) -> dict:
@@ -381,7 +430,11 @@ class ARWorldModel(nn.Module):
                     up = _above(out, i, i + 1, h * w)
                     x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, False, above=up)
                 logits = self._gpt(x, cache=cache, past=past)[:, -1:].float()
-                logits = self._copy(logits, up[:, -1:])[:, 0]  # (B, V)
+                if self.copy_head is not None:
+                    nb = _neighbours(out, i, i + 1, h, w, self.cfg.copy_radius)
+                    logits = self._copy(logits, nb)[:, 0]  # (B, V) log-probabilities
+                else:
+                    logits = self._copy(logits, up[:, -1:])[:, 0]  # (B, V)
                 logits = calibrate(logits, up[:, -1], *calibration)
                 if cfg_on:  # (2B, V): captioned half, empty-caption half
                     c, u = logits.chunk(2)
@@ -409,6 +462,22 @@ def _above(flat: torch.Tensor, start: int, stop: int, hw: int) -> torch.Tensor:
     idx = torch.arange(start, stop, device=flat.device) - hw
     got = flat[:, idx.clamp_min(0)]
     return torch.where(idx[None] >= 0, got, torch.full_like(got, -1))
+
+
+def _neighbours(flat: torch.Tensor, start: int, stop: int, h: int, w: int, r: int):
+    """``(B, stop - start, (2r+1)^2)``: for raster positions ``start .. stop-1`` of an
+    ``h x w`` grid the tokens at ``(t - 1, y + dy, x + dx)``, ``dy, dx`` in ``-r .. r``
+    (row-major; the centre is index ``K // 2``), -1 outside the grid or in frame 0. Only
+    reads the previous latent frame, known before any of frame ``t`` is predicted."""
+    idx = torch.arange(start, stop, device=flat.device)
+    t, y, x = idx // (h * w), (idx // w) % h, idx % w
+    d = torch.arange(-r, r + 1, device=flat.device)
+    dy, dx = (g.flatten() for g in torch.meshgrid(d, d, indexing="ij"))
+    yy, xx = y[:, None] + dy, x[:, None] + dx  # (n, K)
+    ok = (t[:, None] >= 1) & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    src = ((t[:, None] - 1) * h + yy) * w + xx
+    got = flat[:, src.clamp(0, flat.shape[1] - 1)]  # (B, n, K)
+    return torch.where(ok[None], got, torch.full_like(got, -1))
 
 
 def _copy_hot(above: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

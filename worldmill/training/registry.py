@@ -62,4 +62,4 @@ def load_run_config(run: str | Path) -> Any:
     import json
 
     data = json.loads((Path(run) / "config.json").read_text())
-    return get_spec(data.get("kind") or "tokenizer").config.model_validate(data)
+    return get_spec(data.get("kind") or "tokenizer").config.from_run(data)

@@ -196,6 +196,31 @@ def test_calibration_fits_the_copy_rate_and_reaches_the_sampled_probabilities():
     assert fit["tokens"] == 4 * 2 * 16 and fit["nll_after"] <= fit["nll_before"]
 
 
+def test_neighbour_copy_mixture_is_a_causal_distribution_starting_near_copy():
+    cfg = replace(TINY, copy_logit=6.0, copy_radius=1)
+    m, toks, text = _model(10, cfg), _tokens(), torch.randn(2, 384)
+    assert sum(p.numel() for p in m.parameters()) == cfg.num_params()
+    with torch.no_grad():
+        lp = m.logits(toks, text)  # (2, 48, 64) log-probabilities of the mixture
+        torch.testing.assert_close(lp.exp().sum(-1), torch.ones(2, 48))
+        above = toks.reshape(2, -1)[:, :-16]
+        p_copy = lp[:, 16:].exp().gather(-1, above[..., None])  # untrained: ~ e^6 / (e^6 + 9)
+        assert float(p_copy.min()) > 0.95
+        # frame 0 has no previous frame: the plain softmax
+        plain = m._gpt(m.inputs(toks.reshape(2, -1)[:, :-1], positions(3, 4, 4), text, True))
+        torch.testing.assert_close(lp[:, :16], plain[:, 1:17].log_softmax(-1))
+        changed = toks.clone()
+        changed[:, 2] = (changed[:, 2] + 1) % 64  # frame 2 changes: frames 0, 1 must not
+        torch.testing.assert_close(m.logits(changed, text)[:, :32], lp[:, :32])
+    loss = m.train()(toks, text)
+    loss.backward()
+    assert m.copy_head.weight.grad.abs().sum() > 0
+    m.eval()
+    kw = dict(temperature=0.8, seed=2)
+    out = m.sample(toks[:, :1], 2, text, **kw)
+    assert torch.equal(out, m.sample(toks[:, :1], 2, text, use_cache=False, **kw))
+
+
 def test_sampling_from_an_image_token_grid_only_and_size_limits():
     m = _model(5)
     out = m.sample(torch.zeros(1, 0, 4, 4, dtype=torch.long), 2, None, hw=(4, 4), seed=1)

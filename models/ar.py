@@ -73,6 +73,13 @@ class ARConfig:
     # (t - 1, h, w), the previous latent frame's token at the same place; the model starts
     # near "copy the last frame" and learns where to move away from it. 0 = off.
     copy_logit: float = 0.0
+    # > 0: the copy prior reaches the previous frame's (2r+1)^2 tokens around (t - 1, h, w)
+    # as a mixture: p = pi_0 softmax(logits) + sum_k pi_k onehot(neighbour k), the weights
+    # pi from a linear head on each slot's hidden state (starting at pi_centre ~ softmax
+    # over [0, .., copy_logit, .., 0]). A camera pan or zoom moves content by a fraction of
+    # a token per latent frame: which neighbour the next token comes from depends on the
+    # motion, not on the content, so it is what carries over to unseen videos.
+    copy_radius: int = 0
 
     @property
     def ffn(self) -> int:
@@ -110,7 +117,11 @@ class ARConfig:
         gpt = self.vocab_size * d + L * layer + norm  # tied embedding / output, final norm
         pos = (self.max_t + self.max_h + self.max_w) * d + d  # + BOS
         text = (self.text_dim * d + d) * self.prefix_tokens if self.prefix_tokens else 0
-        return gpt + pos + text + (1 if self.copy_logit else 0)
+        if self.copy_radius:
+            copy = (d + 1) * ((2 * self.copy_radius + 1) ** 2 + 1)  # the mixture head
+        else:
+            copy = 1 if self.copy_logit else 0
+        return gpt + pos + text + copy
 
 
 # Sizes. "tiny" is the tests'; "cpu" the 2-core default run (its regularisation measured in
@@ -122,7 +133,8 @@ class ARConfig:
 PRESETS: dict[str, ARConfig] = {
     "tiny": ARConfig(vocab_size=64, max_t=4, max_h=4, max_w=4, num_layers=2, hidden_size=32,
                      num_heads=4, prefix_tokens=1, prev_frame=True),
-    "cpu": ARConfig(first_frame_weight=0.2, dropout=0.1, caption_dropout=0.1, copy_logit=6.0),
+    "cpu": ARConfig(first_frame_weight=0.2, dropout=0.1, caption_dropout=0.1, copy_logit=6.0,
+                    copy_radius=1),
     "4b": ARConfig(vocab_size=64_000, max_t=5, max_h=40, max_w=64, num_layers=16,
                    hidden_size=4096, num_heads=32, num_query_groups=8, ffn_hidden_size=14336,
                    swiglu=True, rmsnorm=True, prefix_tokens=8),
@@ -176,9 +188,23 @@ class ARWorldModel(nn.Module):
         for e in (self.pos_t, self.pos_h, self.pos_w):
             nn.init.normal_(e.weight, std=0.02)
         nn.init.normal_(self.bos, std=0.02)
-        self.copy_gain = nn.Parameter(torch.tensor([cfg.copy_logit])) if cfg.copy_logit else None
+        self.copy_gain = self.copy_head = None
+        if cfg.copy_radius:
+            k = (2 * cfg.copy_radius + 1) ** 2
+            self.copy_head = nn.Linear(d, k + 1)  # mixture logits: [generate, neighbour 0..k-1]
+            nn.init.zeros_(self.copy_head.weight)
+            with torch.no_grad():
+                self.copy_head.bias.zero_()
+                self.copy_head.bias[1 + k // 2] = cfg.copy_logit  # the same-place neighbour
+            self._hidden: torch.Tensor | None = None  # (S, B, D) of the last GPT call
+            self.gpt.output_layer.register_forward_pre_hook(self._keep_hidden)
+        elif cfg.copy_logit:
+            self.copy_gain = nn.Parameter(torch.tensor([cfg.copy_logit]))
         if cfg.fsq_levels:
             self._init_from_codes(cfg.fsq_levels)
+
+    def _keep_hidden(self, module, args) -> None:
+        self._hidden = args[0]  # the final hidden states the output layer reads (S, B, D)
 
     @torch.no_grad()
     def _init_from_codes(self, levels: tuple[int, ...], std: float = 0.02) -> None:
@@ -271,7 +297,9 @@ class ARWorldModel(nn.Module):
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
         p = self.cfg.prefix_tokens
-        if self.copy_gain is None:
+        if self.copy_head is not None:
+            above = _neighbours(flat, 0, t * h * w, h, w, self.cfg.copy_radius)
+        if self.copy_gain is None and self.copy_head is None:
             labels = F.pad(flat, (p, 0))  # prefix slots predict nothing (masked below)
             loss = self.gpt_loss(x, labels)[:, p:]  # (B, N) nats per token
         else:  # full logits (gathered over TP ranks) + the copy prior, then cross-entropy
@@ -294,15 +322,47 @@ class ARWorldModel(nn.Module):
         flat = tokens.reshape(b, -1)
         pos, above = positions(t, h, w, tokens.device), _above(flat, 0, t * h * w, h * w)
         x = self.inputs(flat[:, :-1], pos, text, first=True, above=above)
+        if self.copy_head is not None:
+            above = _neighbours(flat, 0, t * h * w, h, w, self.cfg.copy_radius)
         return self._copy(self._gpt(x)[:, self.cfg.prefix_tokens :], above)
 
     def _copy(self, logits: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
         """``logits`` ``(B, n, V)`` + ``copy_gain`` on each slot's ``above`` token (B, n)
-        (none in frame 0, where ``above`` is -1)."""
+        (none in frame 0, where ``above`` is -1). With ``copy_radius``, ``above`` is
+        ``(B, n, K)`` (``_neighbours``) and the result the mixture's log-probabilities."""
+        if self.copy_head is not None:
+            return self._copy_mixture(logits, above)
         if self.copy_gain is None:
             return logits
-        hot = F.one_hot(above.clamp_min(0), logits.shape[-1]) * (above >= 0)[..., None]
-        return logits + self.copy_gain.to(logits.dtype) * hot.to(logits.dtype)
+        return logits + self.copy_gain.to(logits.dtype) * _copy_hot(above, logits)
+
+    def _copy_mixture(self, logits: torch.Tensor, nbrs: torch.Tensor) -> torch.Tensor:
+        """``log(pi_0 softmax(logits) + sum_k pi_k onehot(nbrs_k))`` ``(B, n, V)``; ``pi``
+        ``(B, n, K + 1)`` from the hidden states of the same ``n`` slots, over the valid
+        neighbours only (``nbrs`` -1: outside the grid or in frame 0)."""
+        n = logits.shape[1]
+        hid = rearrange(self._hidden[-n:], "s b d -> b s d")
+        mix = self.copy_head(hid.to(self.copy_head.weight.dtype)).float()  # (B, n, K + 1)
+        valid = torch.cat([torch.ones_like(nbrs[..., :1], dtype=torch.bool), nbrs >= 0], -1)
+        mix = mix.masked_fill(~valid, float("-inf")).log_softmax(-1)
+        out = logits.float().log_softmax(-1) + mix[..., :1]
+        for k in range(nbrs.shape[-1]):  # add pi_k at token nbrs_k (repeats add up)
+            idx = nbrs[..., k : k + 1].clamp_min(0)
+            new = torch.logaddexp(out.gather(-1, idx), mix[..., 1 + k : 2 + k])
+            out = out.scatter(-1, idx, new)  # an invalid k adds log 0: unchanged
+        return out
+
+    @torch.no_grad()
+    def fit_calibration(self, tokens: torch.Tensor, text: torch.Tensor | None) -> dict:
+        """``fit_calibration`` (``calibrate``'s copy bias and temperature) on the
+        teacher-forced logits of token windows ``tokens`` ``(B, T', H', W')`` (captions
+        ``text`` ``(B, 384)``) of videos the model never trained on: every position of
+        latent frames >= 1 (those that have a previous frame to copy)."""
+        b, t, h, w = tokens.shape
+        logits = self.logits(tokens, text)[:, h * w :].float()  # (B, N - hw, V)
+        flat = tokens.reshape(b, -1)
+        above, target = flat[:, : -h * w], flat[:, h * w :]  # token one latent frame earlier
+        return fit_calibration(logits.flatten(0, 1), above.flatten(), target.flatten())
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -320,6 +380,7 @@ class ARWorldModel(nn.Module):
         use_cache: bool = True,
         return_probs: bool = False,
         guidance: float = 1.0,
+        calibration: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue ``context`` ``(B, T0, H', W')`` (T0 may be 0 with ``hw`` given) by
         ``frames`` latent frames: ``(B, T0 + frames, H', W')``; with ``return_probs`` also
@@ -332,7 +393,9 @@ class ARWorldModel(nn.Module):
         new slot per forward); ``False`` recomputes the whole prefix for every token (the
         reference the cache is tested against). ``guidance`` != 1 (with ``text``):
         classifier-free guidance, logits ``u + guidance * (c - u)`` of the captioned (c) and
-        empty-caption (u) model, run as one doubled batch."""
+        empty-caption (u) model, run as one doubled batch. ``calibration`` ``(copy_bias,
+        temperature)``: every logit vector goes through :func:`calibrate` first (a run's
+        fit on its validation videos, ``fit_calibration``); the default changes nothing."""
         cfg_on = guidance != 1.0 and text is not None
         if cfg_on:
             text = torch.cat([text, torch.zeros_like(text)])
@@ -367,7 +430,12 @@ class ARWorldModel(nn.Module):
                     up = _above(out, i, i + 1, h * w)
                     x = self.inputs(out[:, i - 1 : i], pos[i : i + 1], None, False, above=up)
                 logits = self._gpt(x, cache=cache, past=past)[:, -1:].float()
-                logits = self._copy(logits, up[:, -1:])[:, 0]  # (B, V)
+                if self.copy_head is not None:
+                    nb = _neighbours(out, i, i + 1, h, w, self.cfg.copy_radius)
+                    logits = self._copy(logits, nb)[:, 0]  # (B, V) log-probabilities
+                else:
+                    logits = self._copy(logits, up[:, -1:])[:, 0]  # (B, V)
+                logits = calibrate(logits, up[:, -1], *calibration)
                 if cfg_on:  # (2B, V): captioned half, empty-caption half
                     c, u = logits.chunk(2)
                     logits = u + guidance * (c - u)
@@ -394,6 +462,84 @@ def _above(flat: torch.Tensor, start: int, stop: int, hw: int) -> torch.Tensor:
     idx = torch.arange(start, stop, device=flat.device) - hw
     got = flat[:, idx.clamp_min(0)]
     return torch.where(idx[None] >= 0, got, torch.full_like(got, -1))
+
+
+def _neighbours(flat: torch.Tensor, start: int, stop: int, h: int, w: int, r: int):
+    """``(B, stop - start, (2r+1)^2)``: for raster positions ``start .. stop-1`` of an
+    ``h x w`` grid the tokens at ``(t - 1, y + dy, x + dx)``, ``dy, dx`` in ``-r .. r``
+    (row-major; the centre is index ``K // 2``), -1 outside the grid or in frame 0. Only
+    reads the previous latent frame, known before any of frame ``t`` is predicted."""
+    idx = torch.arange(start, stop, device=flat.device)
+    t, y, x = idx // (h * w), (idx // w) % h, idx % w
+    d = torch.arange(-r, r + 1, device=flat.device)
+    dy, dx = (g.flatten() for g in torch.meshgrid(d, d, indexing="ij"))
+    yy, xx = y[:, None] + dy, x[:, None] + dx  # (n, K)
+    ok = (t[:, None] >= 1) & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    src = ((t[:, None] - 1) * h + yy) * w + xx
+    got = flat[:, src.clamp(0, flat.shape[1] - 1)]  # (B, n, K)
+    return torch.where(ok[None], got, torch.full_like(got, -1))
+
+
+def _copy_hot(above: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """One-hot ``(..., V)`` of each slot's ``above`` token (all zero where it is -1)."""
+    hot = F.one_hot(above.clamp_min(0), logits.shape[-1]) * (above >= 0)[..., None]
+    return hot.to(logits.dtype)
+
+
+def calibrate(
+    logits: torch.Tensor, above: torch.Tensor, copy_bias: float = 0.0, temperature: float = 1.0
+) -> torch.Tensor:
+    """``(logits + copy_bias * onehot(above)) / temperature`` for ``logits`` ``(..., V)``
+    and the previous latent frame's token at each place ``above`` ``(...)`` (-1: none).
+
+    Post-hoc calibration for videos the model never saw: a model that memorised its
+    training videos moves away from the previous frame's token more often and more
+    confidently than is right on new ones; an extra copy bias and a temperature, fitted on
+    validation videos (``fit_calibration``), pull it back by as much as they warrant."""
+    if copy_bias == 0.0 and temperature == 1.0:
+        return logits
+    return (logits + copy_bias * _copy_hot(above, logits)) / temperature
+
+
+def fit_calibration(
+    logits: torch.Tensor, above: torch.Tensor, target: torch.Tensor, steps: int = 100
+) -> dict[str, float]:
+    """Fit ``calibrate``'s ``(copy_bias, temperature)`` to teacher-forced ``logits``
+    ``(N, V)`` of tokens ``target`` ``(N,)`` with previous-frame tokens ``above`` ``(N,)``
+    (positions of latent frames >= 1 of videos the model never trained on) by minimum
+    cross-entropy (L-BFGS over ``copy_bias`` and ``log temperature``; two parameters, so
+    a few thousand tokens pin them down). Returns both and the mean NLL (nats/token)
+    before and after."""
+    logits, hot = logits.double(), _copy_hot(above, logits).double()
+    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([bias, log_t], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        return F.cross_entropy((logits + bias * hot) / log_t.exp(), target)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nll()
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        before = float(F.cross_entropy(logits, target))
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        after = float(nll())
+    if not after < before:  # no improvement (or a diverged fit): leave the logits alone
+        bias.data.zero_(), log_t.data.zero_()
+        after = before
+    return {
+        "copy_bias": float(bias),
+        "temperature": float(log_t.exp()),
+        "nll_before": before,
+        "nll_after": after,
+        "tokens": int(target.numel()),
+    }
 
 
 def sample_logits(
@@ -482,9 +628,12 @@ def generate_ar(
     ``max_t - 1`` latent context frames (the last ones kept). Beyond the model's ``max_t``
     latent frames the context window slides (the oldest latent frames are dropped; the
     model then sees a non-image frame at ``t = 0``, which it was not trained on unless
-    ``data.random_start``). Deterministic for a seed; ``temperature`` 0 = greedy. Loads
-    the run (and its tokenizer run) on CPU or the first GPU; no Prefect, no side effects.
+    ``data.random_start``). Deterministic for a seed; ``temperature`` 0 = greedy. The
+    run's calibration (``metrics.json``, fitted on its validation videos) is applied to
+    every logit, as in its evaluation. Loads the run (and its tokenizer run) on CPU or the
+    first GPU; no Prefect, no side effects.
     """
+    import json
     from pathlib import Path
 
     from worldmill.config import EmbedConfig
@@ -501,6 +650,9 @@ def generate_ar(
     ck = checkpoint.latest(run)
     if ck is None:
         raise FileNotFoundError(f"no complete checkpoint under {run / 'checkpoints'}")
+    m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    cal = m.get("calibration") or {"copy_bias": 0.0, "temperature": 1.0}
+    calibration = (cal["copy_bias"], cal["temperature"])
     import torch.distributed as dist
 
     group = contextlib.nullcontext() if dist.is_initialized() else mc.single_process(seed)
@@ -526,8 +678,8 @@ def generate_ar(
             window = out[:, -min(out.shape[1], max_ctx) :]
             k = min(left, model.cfg.max_t - window.shape[1])
             new = model.sample(window, k, text, temperature=temperature, top_k=top_k,
-                               top_p=top_p, seed=step_seed,
-                               guidance=guidance)[:, window.shape[1] :]  # fmt: skip
+                               top_p=top_p, seed=step_seed, guidance=guidance,
+                               calibration=calibration)[:, window.shape[1] :]  # fmt: skip
             out, left, step_seed = torch.cat([out, new], 1), left - k, step_seed + 1
         video = tok.decode_tokens(out).clamp(-1, 1).float().cpu()
         return metrics.to_uint8(video)[0]

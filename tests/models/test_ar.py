@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from tests.models.tester import ModelTester
-from worldmill.models.ar import PRESETS, ARWorldModel, positions, sample_logits
+from worldmill.models.ar import (
+    PRESETS,
+    ARWorldModel,
+    calibrate,
+    fit_calibration,
+    positions,
+    sample_logits,
+)
 
 TINY = PRESETS["tiny"]  # vocab 64, 4 x 4 x 4 positions, 2 layers of width 32
 
@@ -158,6 +165,60 @@ def test_copy_prior_adds_a_learned_gain_on_the_previous_frames_token():
     out = m.sample(toks[:, :1], 2, text, temperature=0.0)  # a random net: copying wins
     assert torch.equal(out, m.sample(toks[:, :1], 2, text, temperature=0.0, use_cache=False))
     assert torch.equal(out[:, 1], out[:, 0]) and torch.equal(out[:, 2], out[:, 0])
+
+
+def test_calibration_fits_the_copy_rate_and_reaches_the_sampled_probabilities():
+    # logits that put 50 % on the previous frame's token where the truth copies it 90 %
+    g = torch.Generator().manual_seed(0)
+    n, v = 4000, 16
+    above = torch.randint(0, v, (n,), generator=g)
+    other = (above + torch.randint(1, v, (n,), generator=g)) % v
+    target = torch.where(torch.rand(n, generator=g) < 0.9, above, other)
+    logits = torch.zeros(n, v).scatter(1, above[:, None], float(torch.tensor(15.0).log()))
+    fit = fit_calibration(logits, above, target)
+    p_copy = calibrate(logits, above, fit["copy_bias"], fit["temperature"]).softmax(-1)
+    assert float(p_copy.gather(1, above[:, None]).mean()) == pytest.approx(0.9, abs=0.02)
+    assert fit["copy_bias"] > 0 and fit["nll_after"] < fit["nll_before"] and fit["tokens"] == n
+    assert calibrate(logits, above) is logits  # the default changes nothing
+    # frame 0 (above = -1) gets no copy bias, only the temperature
+    none = torch.full((n,), -1)
+    torch.testing.assert_close(calibrate(logits, none, 5.0, 2.0), logits / 2.0)
+
+    m, text = _model(9, replace(TINY, copy_logit=2.0)), torch.randn(2, 384)
+    ctx = _tokens(b=2, t=2)
+    out, probs = m.sample(ctx, 1, text, temperature=0.0, return_probs=True,
+                          calibration=(1.5, 0.7))  # fmt: skip
+    with torch.no_grad():
+        flat = out.reshape(2, -1)
+        want = calibrate(m.logits(out, text)[:, 32:], flat[:, 16:32], 1.5, 0.7).softmax(-1)
+    torch.testing.assert_close(probs.reshape(2, 16, 64), want, atol=1e-5, rtol=1e-4)
+    fit = m.fit_calibration(_tokens(b=4, t=3, seed=2), torch.randn(4, 384))
+    assert fit["tokens"] == 4 * 2 * 16 and fit["nll_after"] <= fit["nll_before"]
+
+
+def test_neighbour_copy_mixture_is_a_causal_distribution_starting_near_copy():
+    cfg = replace(TINY, copy_logit=6.0, copy_radius=1)
+    m, toks, text = _model(10, cfg), _tokens(), torch.randn(2, 384)
+    assert sum(p.numel() for p in m.parameters()) == cfg.num_params()
+    with torch.no_grad():
+        lp = m.logits(toks, text)  # (2, 48, 64) log-probabilities of the mixture
+        torch.testing.assert_close(lp.exp().sum(-1), torch.ones(2, 48))
+        above = toks.reshape(2, -1)[:, :-16]
+        p_copy = lp[:, 16:].exp().gather(-1, above[..., None])  # untrained: ~ e^6 / (e^6 + 9)
+        assert float(p_copy.min()) > 0.95
+        # frame 0 has no previous frame: the plain softmax
+        plain = m._gpt(m.inputs(toks.reshape(2, -1)[:, :-1], positions(3, 4, 4), text, True))
+        torch.testing.assert_close(lp[:, :16], plain[:, 1:17].log_softmax(-1))
+        changed = toks.clone()
+        changed[:, 2] = (changed[:, 2] + 1) % 64  # frame 2 changes: frames 0, 1 must not
+        torch.testing.assert_close(m.logits(changed, text)[:, :32], lp[:, :32])
+    loss = m.train()(toks, text)
+    loss.backward()
+    assert m.copy_head.weight.grad.abs().sum() > 0
+    m.eval()
+    kw = dict(temperature=0.8, seed=2)
+    out = m.sample(toks[:, :1], 2, text, **kw)
+    assert torch.equal(out, m.sample(toks[:, :1], 2, text, use_cache=False, **kw))
 
 
 def test_sampling_from_an_image_token_grid_only_and_size_limits():

@@ -30,6 +30,14 @@ def test_train_ar_end_to_end_encodes_once_and_writes_all_metrics(shards, dv_toke
     assert m["kind"] == "ar" and m["vocab_size"] == 64 and m["steps"] == 4
     # 2 held-out clips x 5 windows (centre + corners of the 8x8 token grid)
     assert m["eval_clips"] == 2 and m["eval_windows"] == 10
+    # 1 validation video (data.val): the calibration's fit and its own scores
+    cal = m["calibration"]
+    assert cal["val_clips"] == 1 and m["val_windows"] == 5
+    assert m["val_psnr"] == max(cal["val_psnr"].values()) >= m["val_psnr_uncalibrated"]
+    assert cal["val_psnr"][str(cal["copy_bias"])] == m["val_psnr"]
+    nll = cal["nll_fit"]
+    assert nll["tokens"] == 5 * 2 * 16 and nll["nll_after"] <= nll["nll_before"]
+    assert isinstance(m["val_baseline_psnr"], float)
     assert (run / "predict.png").stat().st_size > 1000
     assert "predict.png" in json.loads((run / "figures.json").read_text())
     log = metrics.read_log(run / "log.jsonl")

@@ -62,6 +62,7 @@ class ArModelConfig(StrictModel):
     first_frame_weight: float | None = Field(None, ge=0)  # loss weight of latent frame 0
     caption_dropout: float | None = Field(None, ge=0, le=1)  # train the empty caption (CFG)
     copy_logit: float | None = None  # start of the learned copy-previous-frame logit gain
+    copy_radius: int | None = Field(None, ge=0, le=3)  # copy from (2r+1)^2 neighbours; 0 = off
 
 
 class TokenDataConfig(StrictModel):
@@ -71,6 +72,9 @@ class TokenDataConfig(StrictModel):
     size: int = Field(8, ge=1)  # latent rows = columns per window (8 at 8x = 64 px)
     batch_size: int = Field(8, ge=1)  # windows per rank per step
     holdout: int = Field(4, ge=1)  # clips held out, whole source videos
+    # Clips (whole source videos, the next ones in split order) also kept out of training:
+    # the validation videos ``sample.calibrate`` fits on and ``val_*`` metrics score. 0 = none.
+    val: int = Field(8, ge=0)
     random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
     tokens_dir: str = ""  # token cache; "" = RUN/tokens
 
@@ -87,14 +91,27 @@ class SampleConfig(StrictModel):
     draws: int = Field(8, ge=1)  # pixel_mean: token chains averaged (at temperature or 1)
     guidance: float = Field(1.0, ge=0)  # classifier-free guidance scale; 1 = off
     seed: int = 0
+    # Pick an extra copy-logit bias (models/ar.py ``calibrate``, ``COPY_BIASES``) by the
+    # PSNR of ``predict`` on the validation videos (``data.val``) and use it in every
+    # prediction and in ``worldmill generate``; off, or without validation videos, none.
+    calibrate: bool = True
 
 
 PREDICTS = ("tokens", "expected_code", "pixel_mean")
+# Extra copy-logit biases ``sample.calibrate`` tries on the validation videos (the best
+# val PSNR of ``sample.predict`` is used for the held-out videos and ``generate``).
+COPY_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 @torch.no_grad()
 def predict_next(
-    ar: ARWorldModel, tok, context: torch.Tensor, text: torch.Tensor, s: SampleConfig, how: str
+    ar: ARWorldModel,
+    tok,
+    context: torch.Tensor,
+    text: torch.Tensor,
+    s: SampleConfig,
+    how: str,
+    calibration: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predict one latent frame after ``context`` ``(B, T0, h, w)`` and decode it with the
     tokenizer ``tok``: (video ``(B, 3, 1 + T0 * t_c, H, W)`` in [-1, 1], tokens
@@ -105,8 +122,9 @@ def predict_next(
     FSQ code under the model's distribution there (a point estimate that hedges between
     nearby codes instead of committing to one); ``pixel_mean`` the mean of ``s.draws``
     decoded chains drawn at ``s.temperature`` (1 if 0), a Monte-Carlo estimate of the
-    expected frame."""
-    kw = dict(top_k=s.top_k, top_p=s.top_p, seed=s.seed, guidance=s.guidance)
+    expected frame. ``calibration``: ``(copy_bias, temperature)`` applied to every logit."""
+    kw = dict(top_k=s.top_k, top_p=s.top_p, seed=s.seed, guidance=s.guidance,
+              calibration=calibration)  # fmt: skip
     if how == "tokens":
         toks = ar.sample(context, 1, text, temperature=s.temperature, **kw)
         return tok.decode_tokens(toks).clamp(-1, 1).float(), toks
@@ -140,7 +158,18 @@ class ArTrainConfig(TrainConfig):
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, pca_init_clips=0)
     )
-    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=300, checkpoint_every=100))
+    # 150 steps: +0.13 dB over 300 on the validation videos (bench/RESULTS.md, AR round 4)
+    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=150, checkpoint_every=100))
+
+    @classmethod
+    def from_run(cls, data: dict) -> ArTrainConfig:
+        """A run's config.json from before ``model.copy_radius`` lacks the key (a fresh
+        run's file always has it): it is rebuilt as it was trained, with the same-place
+        copy gain only."""
+        model = data.get("model", {})
+        if "copy_radius" not in model:
+            data = {**data, "model": {**model, "copy_radius": 0}}
+        return cls.model_validate(data)
 
 
 def tokenizer_levels(tokenizer_run: str | Path) -> list[int]:
@@ -203,6 +232,9 @@ class TokenData(StreamData):
         refs = latents.index_latents(self.root, self.array)
         self.text = latents.caption_embeddings(text)
         self.train_refs, self.held_out = latents.split_holdout(refs, cfg.data.holdout)
+        self.val_refs = []  # validation videos (ar: data.val; diffusion's data has none)
+        if getattr(cfg.data, "val", 0):
+            self.train_refs, self.val_refs = latents.split_holdout(self.train_refs, cfg.data.val)
         d = cfg.data
         self.stream = latents.ResumableWindowStream(
             self.train_refs, self.text, d.batch_size, d.frames, d.size,
@@ -241,6 +273,7 @@ class ArSpec(Spec):
         "data.size=4",
         "data.batch_size=2",
         "data.holdout=2",
+        "data.val=1",
         "optim.warmup_steps=1",
         "run.nproc=2",
     )
@@ -285,43 +318,54 @@ class ArSpec(Spec):
         return loss, {"bits_per_token": float(loss.detach()) / math.log(2)}
 
     def evaluate(self, model, data_: TokenData, cfg: ArTrainConfig, ctx: RunContext) -> dict:
-        """Next-latent-frame prediction on held-out videos vs copy-last-frame baselines."""
+        """Next-latent-frame prediction on held-out videos vs copy-last-frame baselines,
+        after fitting the calibration on the validation videos (``sample.calibrate``)."""
         tok = data_.tokenizer.to(ctx.device)
-        tc, sc = tok.cfg.temporal_compression, tok.cfg.spatial_compression
         d, s = cfg.data, cfg.sample
         ar = model.module if hasattr(model, "module") else model
-        rows: dict[str, list[torch.Tensor]] = {"real": [], "tok": [], "base": []}
-        rows.update({p: [] for p in PREDICTS})
-        copy: list[torch.Tensor] = []
-        n_same = 0  # windows where the greedy AR frame equals the copied one
-        for ref in data_.held_out[: cfg.run.eval_max_clips]:
-            if ref.source is None:
-                raise FileNotFoundError(f"{ref.clip_id}: source clip of the tokens not found")
-            # pixels decoded exactly as `worldmill encode` decoded them for the tokens
-            frames = data.decode_clip(ref.source, data_.tok_cfg.data.width, data_.tok_cfg.data.fps)
-            video = fit_clip(data.to_tensor(frames), tc, sc)
-            grid = torch.from_numpy(latents.load_array(ref)).long()
-            wins = eval_windows(grid, video, d.size, d.frames, tc, sc)
-            w_tok = torch.stack([w for w, _ in wins]).to(ctx.device)  # (N, frames, size, size)
-            text = torch.from_numpy(data_.text[ref.clip_id][1])[None].to(ctx.device)
-            text = text.expand(len(wins), -1)
-            base = torch.cat([w_tok[:, :-1], w_tok[:, -2:-1]], 1)
-            for p in PREDICTS:
-                vid, pred = predict_next(ar, tok, w_tok[:, :-1], text, s, p)
-                rows[p].extend(vid.cpu())
-                if p == "tokens" and s.temperature == 0:
-                    n_same += int((pred == base).flatten(1).all(1).sum())
-            for name, t in (("tok", w_tok), ("base", base)):
-                rows[name].extend(tok.decode_tokens(t).clamp(-1, 1).float().cpu())
-            for _, px in wins:
-                rows["real"].append(px)
-                last = px[:, -tc - 1 : -tc]  # the last real context frame
-                copy.append(last.expand(-1, tc, -1, -1))
-        if not rows["real"]:
+        out: dict = {}
+        cal = (0.0, 1.0)
+        if data_.val_refs:  # videos neither trained on nor held out: choose settings here
+            val = [_clip_windows(r, data_, d, tok, ctx.device) for r in data_.val_refs]
+            tc = tok.cfg.temporal_compression
+            # the NLL-optimal calibration, for the record: it wants *less* copying than the
+            # model (true tokens often differ from the copy), which costs PSNR (RESULTS.md)
+            nll = ar.fit_calibration(torch.cat([w for w, _, _ in val]),
+                                     torch.cat([t for _, _, t in val]))  # fmt: skip
+            scores = {}  # val PSNR of sample.predict per extra copy bias
+            for bias in COPY_BIASES if s.calibrate else (0.0,):
+                rows = _predict_rows(ar, tok, val, s, (s.predict,), (bias, 1.0))
+                target = rows["real"][:, :, -tc:]
+                scores[bias] = metrics.psnr(rows[s.predict][:, :, -tc:], target)
+            best = max(scores, key=scores.get)
+            cal = (best, 1.0)
+            out.update(
+                calibration={
+                    "copy_bias": best,
+                    "temperature": 1.0,
+                    "val_psnr": scores,
+                    "val_clips": len(val),
+                    "nll_fit": nll,
+                },  # fmt: skip
+                val_psnr=scores[best],
+                val_psnr_uncalibrated=scores[0.0],
+                val_baseline_psnr=metrics.psnr(rows["base"][:, :, -tc:], target),
+                val_windows=len(target),
+            )
+        held = data_.held_out[: cfg.run.eval_max_clips]
+        wins = [_clip_windows(r, data_, d, tok, ctx.device) for r in held]
+        if not wins:
             raise ValueError("no held-out clips to evaluate")
-        stack = {k: torch.stack(v) for k, v in rows.items()}  # (N, 3, T, H, W)
+        stack = _predict_rows(ar, tok, wins, s, PREDICTS, cal)  # (N, 3, T, H, W) each
+        same = stack.pop("same", None)  # (N,) greedy tokens == copy
+        tc = tok.cfg.temporal_compression
         target = stack["real"][:, :, -tc:]  # the predicted latent frame's pixel frames
         part = {k: v[:, :, -tc:] for k, v in stack.items()}
+        if cal != (0.0, 1.0):  # what the calibration adds, on the same windows
+            raw = _predict_rows(ar, tok, wins, s, (s.predict,), (0.0, 1.0))[s.predict]
+            out["psnr_uncalibrated"] = metrics.psnr(raw[:, :, -tc:], target)
+        # the last real context frame, repeated over the predicted frames (raw pixel copy)
+        copy = stack["real"][:, :, -tc - 1 : -tc].expand(-1, -1, tc, -1, -1)
         metrics.plot_recon(
             {
                 "real": stack["real"][0],
@@ -339,22 +383,68 @@ class ArSpec(Spec):
             "predict": s.predict,
             "baseline_psnr": metrics.psnr(part["base"], target),
             "baseline_ssim": metrics.ssim(part["base"], target),
-            "copy_psnr": metrics.psnr(torch.stack(copy), target),
+            "copy_psnr": metrics.psnr(copy, target),
             "tokenizer_psnr": metrics.psnr(part["tok"], target),
             "tokenizer_ssim": metrics.ssim(part["tok"], target),
             # every prediction mode, for comparison (psnr / ssim above: sample.predict's)
             **{f"psnr_{p}": metrics.psnr(part[p], target) for p in PREDICTS},
             **{f"ssim_{p}": metrics.ssim(part[p], target) for p in PREDICTS},
             "baseline": "copy the last context latent frame, decoded by the same tokenizer",
-            "eval_clips": min(len(data_.held_out), cfg.run.eval_max_clips),
+            "eval_clips": len(held),
             "eval_windows": len(target),
             "eval_window": [d.frames, d.size, d.size],
             "predicted_pixel_frames": tc,
-            "ar_equals_copy": n_same / len(target),  # windows where AR predicted the copy
+            # windows where the greedy AR frame equals the copied one
+            "ar_equals_copy": float(same.float().mean()) if same is not None else None,
             "sampling": s.model_dump(),
             "vocab_size": ar.cfg.vocab_size,
             "params": sum(p.numel() for p in ar.parameters()),
+            **out,
         }
+
+
+def _clip_windows(
+    ref, data_: TokenData, d: TokenDataConfig, tok, device
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """One clip's evaluation windows (``eval_windows``): tokens ``(N, frames, size, size)``
+    on ``device``, their real pixels ``[(3, T, H, W)] * N`` and the caption ``(N, 384)``."""
+    if ref.source is None:
+        raise FileNotFoundError(f"{ref.clip_id}: source clip of the tokens not found")
+    tc, sc = tok.cfg.temporal_compression, tok.cfg.spatial_compression
+    # pixels decoded exactly as `worldmill encode` decoded them for the tokens
+    frames = data.decode_clip(ref.source, data_.tok_cfg.data.width, data_.tok_cfg.data.fps)
+    video = fit_clip(data.to_tensor(frames), tc, sc)
+    grid = torch.from_numpy(latents.load_array(ref)).long()
+    wins = eval_windows(grid, video, d.size, d.frames, tc, sc)
+    w_tok = torch.stack([w for w, _ in wins]).to(device)
+    text = torch.from_numpy(data_.text[ref.clip_id][1])[None].to(device)
+    return w_tok, [px for _, px in wins], text.expand(len(wins), -1)
+
+
+def _predict_rows(
+    ar: ARWorldModel, tok, clips: list, s: SampleConfig, modes, cal: tuple[float, float]
+) -> dict[str, torch.Tensor]:
+    """Decoded windows ``(N, 3, T, H, W)`` of ``clips`` (``_clip_windows`` results): the
+    real pixels (``real``), the tokenizer's reconstruction (``tok``), the copy-last-latent
+    baseline (``base``) and each prediction mode in ``modes``; ``same`` ``(N,)``: the
+    greedy token prediction equals the copy (when ``tokens`` is among ``modes``)."""
+    rows: dict[str, list[torch.Tensor]] = {"real": [], "tok": [], "base": []}
+    rows.update({p: [] for p in modes})
+    same = []
+    for w_tok, pxs, text in clips:
+        base = torch.cat([w_tok[:, :-1], w_tok[:, -2:-1]], 1)
+        for p in modes:
+            vid, pred = predict_next(ar, tok, w_tok[:, :-1], text, s, p, cal)
+            rows[p].extend(vid.cpu())
+            if p == "tokens" and s.temperature == 0:
+                same.extend((pred == base).flatten(1).all(1).cpu())
+        for name, t in (("tok", w_tok), ("base", base)):
+            rows[name].extend(tok.decode_tokens(t).clamp(-1, 1).float().cpu())
+        rows["real"].extend(pxs)
+    out = {k: torch.stack(v) for k, v in rows.items()}
+    if same:
+        out["same"] = torch.stack(same)
+    return out
 
 
 SPEC = ArSpec()

@@ -52,18 +52,33 @@ def _trainer_ranks() -> list[psutil.Process]:
     return [p for _, p in sorted(ranks, key=lambda rp: rp[0])]
 
 
-def _kill_a_rank_at(run: Path, step: int, killed: dict) -> None:
-    """Watch RUN/log.jsonl; once it reaches ``step``, SIGKILL rank 1 (like an OOM kill)."""
+def _kill_at(run: Path, step: int, killed: dict, pick, poll_s: float = 0.02) -> None:
+    """Watch RUN/log.jsonl; once it reaches ``step``, SIGKILL the process ``pick()`` returns
+    (like an OOM kill; ``None``: nothing to kill yet, keep watching)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         log = metrics.read_log(run / "log.jsonl") if (run / "log.jsonl").exists() else []
         if log and log[-1]["step"] >= step:
-            ranks = _trainer_ranks()
-            if ranks:
-                os.kill(ranks[-1].pid, signal.SIGKILL)
-                killed.update(pid=ranks[-1].pid, at_step=log[-1]["step"])
-                return
-        time.sleep(0.02)
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):  # it just ended
+                victim = pick()
+                if victim is not None:
+                    os.kill(victim.pid, signal.SIGKILL)
+                    killed.update(pid=victim.pid, at_step=log[-1]["step"])
+                    return
+        time.sleep(poll_s)
+
+
+def _last_rank() -> psutil.Process | None:
+    ranks = _trainer_ranks()
+    return ranks[-1] if ranks else None
+
+
+def _forked_child_of_last_rank() -> psutil.Process | None:
+    """A process the last rank forked (same command line: a DataLoader worker, a checkpoint
+    writer), not its spawned multiprocessing helpers (resource tracker, manager)."""
+    rank = _last_rank()
+    kids = [k for k in rank.children() if k.cmdline() == rank.cmdline()] if rank else []
+    return kids[0] if kids else None
 
 
 @pytest.mark.parametrize("kind", kinds())
@@ -76,7 +91,9 @@ def test_sigkill_mid_run_then_flow_retry_resumes_with_identical_losses(
 
     run = tmp_path / "run"
     killed: dict = {}
-    watcher = threading.Thread(target=_kill_a_rank_at, args=(run, KILL_AT, killed), daemon=True)
+    watcher = threading.Thread(
+        target=_kill_at, args=(run, KILL_AT, killed, _last_rank), daemon=True
+    )
     watcher.start()
     result = train(kind=kind, data=str(shards), out=str(run), overrides=overrides)
     watcher.join(timeout=5)
@@ -166,21 +183,6 @@ def test_a_killed_child_of_a_rank_fails_the_launch_instead_of_hanging(
     launch.write_run_config(out, cfg)
     killed: dict = {}
 
-    def kill_a_child() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not killed:
-            log = metrics.read_log(out / "log.jsonl") if (out / "log.jsonl").exists() else []
-            if log and log[-1]["step"] >= 3:
-                for rank in _trainer_ranks()[-1:]:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        # forked children only (same command line as the rank), not the
-                        # spawned multiprocessing helpers (resource tracker, manager)
-                        kids = [k for k in rank.children() if k.cmdline() == rank.cmdline()]
-                        if kids:
-                            os.kill(kids[0].pid, signal.SIGKILL)
-                            killed.update(pid=kids[0].pid, at_step=log[-1]["step"])
-            time.sleep(0.005)
-
     def launch_it(result: dict) -> None:
         try:
             launch.launch_trainer(kind, shards, out, nproc=2, log=lambda _: None)
@@ -188,7 +190,9 @@ def test_a_killed_child_of_a_rank_fails_the_launch_instead_of_hanging(
         except launch.TrainerFailed as e:
             result["failed"] = e
 
-    threading.Thread(target=kill_a_child, daemon=True).start()
+    threading.Thread(
+        target=_kill_at, args=(out, 3, killed, _forked_child_of_last_rank, 0.005), daemon=True
+    ).start()
     result: dict = {}
     launcher = threading.Thread(target=launch_it, args=(result,), daemon=True)
     launcher.start()

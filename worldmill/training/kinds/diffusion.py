@@ -62,7 +62,8 @@ from worldmill.training.camera import (
 )
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.encode import fit_clip
-from worldmill.training.kinds.ar import TokenData, eval_windows
+from worldmill.training.kinds.ar import TokenData
+from worldmill.training.kinds.ar_eval import eval_windows
 from worldmill.training.spec import RunContext, Spec
 
 

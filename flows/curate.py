@@ -15,6 +15,7 @@ it and then finds the work done, or gives up after ``lock_timeout_s``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
-from worldmill.cluster import make_task_runner, runner_spec
+from worldmill.cluster import make_task_runner
 from worldmill.config import CurateConfig
 from worldmill.records import Video
 from worldmill.runlock import run_lock
@@ -40,6 +41,8 @@ from worldmill.tasks.report import report_task
 from worldmill.tasks.shard import shard_task
 from worldmill.tasks.taxonomy import taxonomy_task
 from worldmill.tasks.transcode import remove_stale_temp
+
+log = logging.getLogger(__name__)
 
 
 @flow(name="curate", log_prints=True)
@@ -79,7 +82,6 @@ def curate_dag(config: CurateConfig) -> dict:
     if leftover:
         log.info("committed %d results left by an interrupted run", leftover)
 
-    _warm_text_embedder(config)
     ing = ingest_task(
         config.input,
         store.video_rows(),
@@ -92,6 +94,8 @@ def curate_dag(config: CurateConfig) -> dict:
     store.upsert_videos(ing.recorded, run_id)  # failed and duplicate files: final already
     batches = _batches(ing.todo, config.videos_per_task)
     futures = process_video_task.map(batches, unmapped(config))
+    if batches:
+        threading.Thread(target=_prewarm, args=(config,), daemon=True, name="prewarm").start()
     batch_of = {id(f): b for f, b in zip(futures, batches, strict=True)}
     done, infra_errors = 0, []
     for fut in as_completed(futures):
@@ -130,16 +134,6 @@ def curate_dag(config: CurateConfig) -> dict:
     return summary
 
 
-def _warm_text_embedder(config: CurateConfig) -> None:
-    """Load the caption embedder in the background while videos are processed. Only with
-    thread workers: the embed task then runs in this process and finds it loaded."""
-    kwargs = runner_spec(config.dask).get("cluster_kwargs", {})
-    if kwargs.get("processes") is False:
-        from worldmill.tasks.embed import text_embedder
-
-        threading.Thread(target=text_embedder, args=(config.embed.text_model,), daemon=True).start()
-
-
 def commit_staging(store: Store, run_id: str) -> int:
     """Commit every staging file under the store's root (clips first, then the video row,
     so a crash in between re-processes the video instead of losing its clips)."""
@@ -151,6 +145,24 @@ def commit_staging(store: Store, run_id: str) -> int:
         path.unlink()
         n += 1
     return n
+
+
+def _prewarm(config: CurateConfig) -> None:
+    """Load what the catalogue stages need -- the caption text model (torch), the shard
+    writer, the report's plotting -- while the workers process videos: this process only
+    waits then, and after the last video these loads would sit on the critical path
+    (seconds). A failure here is left for the stage itself to report."""
+    try:
+        from worldmill.tasks.embed import text_embedder
+
+        text_embedder(config.embed.text_model)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import webdataset  # noqa: F401
+    except Exception as e:  # noqa: BLE001 -- best effort only
+        log.debug("prewarm: %s", e)
 
 
 def summarize(store: Store, ing, run_id: str, shards: dict, seconds: float) -> dict:

@@ -16,6 +16,7 @@ cached engine the captioner reuses; ``ocr_frames()`` is the reusable OCR call.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -36,9 +37,11 @@ _engines: dict[int, object] = {}
 def get_ocr(threads: int = 0):
     """The process-wide RapidOCR engine (loading takes ~0.5-1 s, so it is built once).
 
-    ``threads``: onnxruntime intra-op threads; 0 = its default (all cores). Set it to 1 when
-    several worker processes share a machine, to avoid oversubscribing the cores.
+    ``threads``: onnxruntime intra-op threads; 0 = the Dask worker's threads inside a
+    curate worker (``worldmill.cluster.limit_threads``), else onnxruntime's default (all
+    cores): several worker processes sharing a machine must not oversubscribe the cores.
     """
+    threads = threads or int(os.environ.get("WORLDMILL_THREADS", "0") or 0)
     with _lock:
         eng = _engines.get(threads)
         if eng is None:
@@ -124,7 +127,7 @@ def run(
     width: int = ANALYSIS_WIDTH,  # px; OCR frame width (320 shares the analysis decode)
     min_confidence: float = 0.6,  # recognition confidence for a box to count
     min_edge_density: float = 0.01,  # cheap pre-check; 0 = OCR every sampled frame
-    threads: int = 0,  # onnxruntime threads; 0 = all cores
+    threads: int = 0,  # onnxruntime threads; 0 = the worker's (all cores outside one)
 ) -> Clip:
     """OCR a few keyframes; reject when ``text_score > max_score``."""
     frames = view.keyframes(n=n_frames, width=width)  # (n, H, W, 3) uint8 RGB

@@ -10,10 +10,12 @@ One ffmpeg process decodes the source and splits every decoded frame three ways:
 3. ``STAGE_FPS`` (4) frames per second at ``STAGE_WIDTH`` (320) px RGB into a second raw
    file, memory-mapped: the frames every built-in per-clip stage reads.
 
-Detection then plans the clips, one encoder process reads the spool (a raw read, no
-decode) with keyframes forced at the clip boundaries and the segment muxer (see
-:mod:`worldmill.tasks.transcode`), and each clip's :class:`~worldmill.media.ClipView` is
-handed its slice of (3), so no clip file is decoded again. Both raw files live in a
+Detection then plans the clips, each clip's :class:`~worldmill.media.ClipView` is handed
+its slice of (3), so the per-clip stages decode nothing, and only then does one encoder
+process read the spool (a raw read, no decode) for the clips the stages kept, with
+keyframes forced at the clip boundaries and the segment muxer (see
+:mod:`worldmill.tasks.transcode`): frames of rejected clips and of the gaps between clips
+are never encoded. Both raw files live in a
 per-call temp directory under the clip directory (named like the segment directories,
 so :func:`~worldmill.tasks.transcode.remove_stale_temp` cleans up after a killed run)
 and are deleted when the :func:`decode_once` context exits.
@@ -85,10 +87,21 @@ class Decoded:
     spool: Spool
     stage_frames: np.ndarray | None  # (N, h4, STAGE_WIDTH, 3) RGB at STAGE_FPS (memory map)
 
+    source: str = ""  # the decoded video's path: what a view decodes for frames not put in it
+
     def clip_view(self, clip: Clip) -> ClipView:
-        """A view of a transcoded clip preloaded with its stage frames (those of the
-        ``STAGE_FPS`` grid inside ``[start_s, end_s)``), so stages decode nothing."""
-        view = ClipView(clip.clip_uri, fps=clip.fps, width=clip.width, height=clip.height)
+        """A view of ``clip`` preloaded with its stage frames (those of the ``STAGE_FPS``
+        grid inside ``[start_s, end_s)``), so stages decode nothing. The clip need not be
+        encoded yet: its size and rate are the spool's (what the encoder will write), and
+        frames at another size or rate come from the source span (``ClipView.source``)."""
+        sp = self.spool
+        view = ClipView(
+            clip.clip_uri or None,
+            fps=clip.fps or float(sp.rate),
+            width=clip.width or sp.width,
+            height=clip.height or sp.height,
+            source=(self.source, clip.start_s, clip.duration_s) if self.source else None,
+        )
         if self.stage_frames is None:
             return view
         n = len(self.stage_frames)
@@ -186,6 +199,7 @@ def decode_once(
             fps=video.fps,
             spool=Spool(spool_path, w, h, _rate(video.fps), n),
             stage_frames=stage,
+            source=src,
         )
     finally:
         # The stage frames stay readable after this (a memory map outlives its file name).

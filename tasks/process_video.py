@@ -1,5 +1,7 @@
 """Stages 2–6 for one video, as one Prefect task: split → transcode → per-clip stages
-(filters, caption, visual embedding) → a staging file.
+(filters, caption, visual embedding) → a staging file. On the one-decode path
+(``tasks/onepass.py``) the per-clip stages run before the transcode, on the decoded
+frames, and only the clips they keep are encoded.
 
 Why one task per video and not one per stage: each Prefect task on Dask costs about a
 second of bookkeeping, more than a stage spends on a short clip; per-video tasks keep the
@@ -18,14 +20,17 @@ from pathlib import Path
 
 from prefect import task
 
+from worldmill.cluster import limit_threads
 from worldmill.config import CurateConfig, StageSpec
 from worldmill.media import ClipView, MediaError
 from worldmill.records import FAILED, OK, Clip, Video
 from worldmill.stages import load_stages, run_stages_batch, to_json_value
 from worldmill.tasks import onepass
 from worldmill.tasks.actions import attach_actions
+from worldmill.tasks.onepass import STAGE_FPS, STAGE_WIDTH
+from worldmill.tasks.report import thumb_path, write_thumb
 from worldmill.tasks.split import split_video
-from worldmill.tasks.transcode import transcode_clips
+from worldmill.tasks.transcode import fill_from_spool, transcode_clips
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +49,22 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
     if video.status == OK and onepass.eligible(video, cfg.split, cfg.transcode, clip_dir):
         try:
             with onepass.decode_once(video, cfg.split, cfg.transcode, clip_dir) as dec:
-                clips = _split_transcode(video, cfg, clip_dir, dec)
-                views = {c.clip_id: dec.clip_view(c) for c in clips if c.clip_uri}
+                # Stages first, on the decoded frames; then only the clips they kept are
+                # encoded (a rejected clip's frames are never encoded).
+                clips = _split(video, cfg, dec)
+                if video.status == FAILED:
+                    return video, clips
+                for c in clips:
+                    if c.kept:
+                        fill_from_spool(c, dec.spool)
+                views = {c.clip_id: dec.clip_view(c) for c in clips if c.kept}
                 clips = _run_stages(clips, views, cfg)
+                _write_thumbs(views, clip_dir)
+                _transcode(video, clips, cfg, clip_dir, dec)
         except MediaError as e:  # the source does not decode: as the detector would say
             return video.fail("split", str(e)), []
     else:  # detect, then transcode: the source is decoded twice
-        clips = _split_transcode(video, cfg, clip_dir, None)
+        clips = _split_transcode(video, cfg, clip_dir)
         if video.status == FAILED:
             return video, clips
         views = {
@@ -71,23 +85,33 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
     return video, clips
 
 
-def _split_transcode(
-    video: Video, cfg: CurateConfig, clip_dir: str, dec: onepass.Decoded | None
-) -> list[Clip]:
-    """Stages 2-3: the clip list, and a file for every kept clip."""
+def _split(video: Video, cfg: CurateConfig, dec: onepass.Decoded | None) -> list[Clip]:
+    """Stage 2: the clip list (``video`` is marked failed when nothing decodes)."""
     clips = split_video(video, cfg.split, (dec.analysis, dec.fps) if dec else None)
-    if video.status == FAILED:
-        return clips
     for c in clips:
         c.source_path = video.path
         # Source resolution and bitrate: dedup's keep-best ranks copies by these before
         # any score measured on the (same-size) transcodes.
         c.extra["source_width"], c.extra["source_height"] = video.width, video.height
         c.extra["source_bitrate"] = video.bit_rate
+    return clips
+
+
+def _transcode(
+    video: Video, clips: list[Clip], cfg: CurateConfig, clip_dir: str, dec: onepass.Decoded | None
+) -> None:
+    """Stage 3: a file for every kept clip (and its actions, for rollout videos)."""
     transcode_clips(video, clips, clip_dir, cfg.transcode, dec.spool if dec else None)
     if dec is not None:
         dec.spool.path.unlink(missing_ok=True)  # encoded: free its disk space now
     attach_actions(video, clips)  # rollout videos: per-frame actions from their sidecar
+
+
+def _split_transcode(video: Video, cfg: CurateConfig, clip_dir: str) -> list[Clip]:
+    """Stages 2-3 of the two-decode path: the clip list, and a file for every kept clip."""
+    clips = _split(video, cfg, None)
+    if video.status != FAILED:
+        _transcode(video, clips, cfg, clip_dir, None)
     return clips
 
 
@@ -99,6 +123,18 @@ def _run_stages(clips: list[Clip], views: dict[str, ClipView], cfg: CurateConfig
     todo = [c for c in clips if c.clip_id in views]
     done = {c.clip_id: c for c in run_stages_batch(todo, [views[c.clip_id] for c in todo], stages)}
     return [done.get(c.clip_id, c) for c in clips]
+
+
+def _write_thumbs(views: dict[str, ClipView], clip_dir: str) -> None:
+    """A contact-sheet thumbnail of every clip the stages saw, from its decoded frames
+    (the report then decodes no clip, and shows rejected clips, which get no mp4)."""
+    for clip_id, view in views.items():
+        try:  # the decoded frames are pinned in the view: no decode here
+            frames = view.frames(width=STAGE_WIDTH, sample_fps=STAGE_FPS)
+        except MediaError:
+            continue  # no thumbnail: the report decodes the clip, if it has a file
+        if len(frames):
+            write_thumb(frames, thumb_path(clip_dir, clip_id))
 
 
 def write_staging(out: str, video: Video, clips: list[Clip]) -> str:
@@ -133,6 +169,7 @@ def process_video_task(videos: list[Video], cfg: CurateConfig) -> list[str]:
 
     A staging file already present (a killed run left it) is reused, not recomputed.
     """
+    limit_threads()  # one task per core already: no nested library thread pools
     uris = []
     for video in videos:
         existing = staging_dir(cfg.out) / f"{video.video_id}.json"

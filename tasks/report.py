@@ -22,9 +22,25 @@ log = logging.getLogger(__name__)
 THUMB_W, THUMB_H = 160, 90  # contact-sheet cell, pixels
 
 
-def _thumb(uri: str, duration_s: float) -> np.ndarray | None:
-    """Middle frame of a clip as a (THUMB_H, THUMB_W, 3) uint8 RGB image (one seek, a few
-    frames decoded, not the whole clip)."""
+def thumb_path(clip_dir: str | Path, clip_id: str) -> Path:
+    """Where a clip's contact-sheet thumbnail is kept: next to its mp4 (it exists for
+    every clip the stages saw, rejected ones included, which have no mp4)."""
+    return Path(clip_dir) / f"{clip_id}.jpg"
+
+
+def write_thumb(frames: np.ndarray, path: Path) -> None:
+    """Save the middle of ``(T, H, W, 3)`` RGB frames as the clip's thumbnail (JPEG)."""
+    img = cv2.resize(frames[len(frames) // 2], (THUMB_W, THUMB_H), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+def _thumb(uri: str, duration_s: float, thumb: str = "") -> np.ndarray | None:
+    """Middle frame of a clip as a (THUMB_H, THUMB_W, 3) uint8 RGB image: its saved
+    thumbnail when there is one, else one seek into the clip and a few frames decoded."""
+    if thumb and (img := cv2.imread(thumb)) is not None:
+        return cv2.cvtColor(cv2.resize(img, (THUMB_W, THUMB_H)), cv2.COLOR_BGR2RGB)
+    if not uri:
+        return None
     try:
         frames = decode_frames(uri, THUMB_W, THUMB_H, start_s=duration_s / 2, duration_s=0.25)
     except (MediaError, OSError):
@@ -34,14 +50,14 @@ def _thumb(uri: str, duration_s: float) -> np.ndarray | None:
 
 def contact_sheet(rows: list[dict], path: Path, cols: int = 6, max_cells: int = 36) -> int:
     """Grid of clip thumbnails, green border = kept, red = rejected (reason written on it)."""
-    rows = [r for r in rows if r.get("clip_uri")][:max_cells]
+    rows = [r for r in rows if r.get("clip_uri") or r.get("thumb")][:max_cells]
     if not rows:
         return 0
     n_rows = math.ceil(len(rows) / cols)
     pad = 4
     sheet = np.full((n_rows * (THUMB_H + pad) + pad, cols * (THUMB_W + pad) + pad, 3), 24, np.uint8)
     for i, r in enumerate(rows):
-        img = _thumb(r["clip_uri"], r["end_s"] - r["start_s"])
+        img = _thumb(r["clip_uri"], r["end_s"] - r["start_s"], r.get("thumb", ""))
         if img is None:
             continue
         img = np.array(img, copy=True)  # decoded frames are read-only views
@@ -92,6 +108,7 @@ def build_report(out: str, run_id: str, summary: dict, dedup_info: dict | None) 
     d.mkdir(parents=True, exist_ok=True)
     cols = [
         "clip_id",
+        "video_id",
         "clip_uri",
         "start_s",
         "end_s",
@@ -108,6 +125,9 @@ def build_report(out: str, run_id: str, summary: dict, dedup_info: dict | None) 
     rejected = [r for r in rows if not r["kept"]]
     if rows:
         sheet_rows = kept[:18] + rejected[:18]
+        for r in sheet_rows:  # saved thumbnails (the one-decode path writes them)
+            t = thumb_path(Path(out) / "clips" / r["video_id"], r["clip_id"])
+            r["thumb"] = str(t) if t.is_file() else ""
         if contact_sheet(sheet_rows, d / "contact_sheet.png"):
             files["contact_sheet"] = str(d / "contact_sheet.png")
         score_histograms(rows, d / "score_histograms.png")

@@ -45,15 +45,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import yaml
 from prefect import task
-from webdataset import TarWriter
 
 from worldmill.config import ShardConfig
 from worldmill.shards import write_tar_index
+
+if TYPE_CHECKING:
+    from webdataset import TarWriter
 from worldmill.tasks.actions import actions_npy
 
 MANIFEST = "manifest.json"
@@ -188,6 +190,8 @@ class _ShardSeries:
             self.path = self.bdir / f"{self.run_id}-{self.idx:06d}.tar"
             self.tmp = self.path.with_name(self.path.name + ".tmp")
             # Integer mtime: plain ustar headers, no PAX extension records.
+            from webdataset import TarWriter  # imports torch: only when a shard is written
+
             self.writer = TarWriter(str(self.tmp), encoder=False, mtime=int(time.time()))
             self.n = self.size = 0
         self.writer.write({"__key__": key, **parts})

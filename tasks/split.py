@@ -68,23 +68,32 @@ _HIST_BINS = (16, 8, 8)
 _CHROMA_MIN = 40  # S and V (0..255) below this: achromatic
 
 
+# Bin of each 8-bit value per channel (hue in OpenCV's 0..179 range).
+_LUT_H = (np.arange(256) * _HIST_BINS[0] // 180).astype(np.uint8)
+_LUT_S = (np.arange(256) * _HIST_BINS[1] // 256).astype(np.uint8)
+_LUT_V = (np.arange(256) * _HIST_BINS[2] // 256).astype(np.uint8)
+
+
 def _hsv_hist(frames: np.ndarray) -> np.ndarray:
     """Per-frame marginal HSV histograms, each channel summing to 1: ``(T, 17 + 8 + 8)``."""
     t, h, w, _ = frames.shape
-    hsv = cv2.cvtColor(frames.reshape(t * h, w, 3), cv2.COLOR_RGB2HSV).reshape(t, h * w, 3)
-    hsv = hsv.astype(np.int64)
-    hue = hsv[..., 0] * _HIST_BINS[0] // 180
-    gray = (hsv[..., 1] < _CHROMA_MIN) | (hsv[..., 2] < _CHROMA_MIN)
+    hsv = cv2.cvtColor(frames.reshape(t * h, w, 3), cv2.COLOR_RGB2HSV)
+    hue, sat, val = cv2.split(hsv)  # (T * h, w) uint8 each
+    hb = cv2.LUT(hue, _LUT_H)  # bin indices, uint8 (no wide temporaries: ~40x faster)
+    hb[(sat < _CHROMA_MIN) | (val < _CHROMA_MIN)] = _HIST_BINS[0]  # achromatic bin
     chans = [
-        (np.where(gray, _HIST_BINS[0], hue), _HIST_BINS[0] + 1),
-        (hsv[..., 1] * _HIST_BINS[1] // 256, _HIST_BINS[1]),
-        (hsv[..., 2] * _HIST_BINS[2] // 256, _HIST_BINS[2]),
+        (hb, _HIST_BINS[0] + 1),
+        (cv2.LUT(sat, _LUT_S), _HIST_BINS[1]),
+        (cv2.LUT(val, _LUT_V), _HIST_BINS[2]),
     ]
-    out = []
-    for b, nb in chans:  # b: (T, P) bin index
-        idx = b + (np.arange(t) * nb)[:, None]
-        out.append(np.bincount(idx.ravel(), minlength=t * nb).reshape(t, nb) / (h * w))
-    return np.concatenate(out, axis=1).astype(np.float32)
+    out = np.empty((t, sum(nb for _, nb in chans)), np.float32)
+    col = 0
+    for b, nb in chans:  # b: bin index per pixel; calcHist of values 0..nb-1 into nb bins
+        b = b.reshape(t, h * w)
+        for i in range(t):
+            out[i, col : col + nb] = cv2.calcHist([b[i]], [0], None, [nb], [0, nb])[:, 0]
+        col += nb
+    return out / (h * w)
 
 
 def _hist_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -104,12 +104,15 @@ def transcode_clips(
         return clips
     os.makedirs(out_dir, exist_ok=True)
     if spool is not None:
-        src, inp, vf, end = str(spool.path), spool.input_args(), [], spool.duration_s
+        src, inp, vf = str(spool.path), spool.input_args(), []
     else:
         src = os.path.abspath(video.local_path or video.path)
-        inp, vf, end = [], ["-vf", _filters(video, cfg)], video.duration_s
+        inp, vf = [], ["-vf", _filters(video, cfg)]
     try:
-        _segment_pass(src, inp, vf, end, video, todo, out_dir, cfg)
+        if spool is not None:
+            _spool_pass(spool, video, todo, out_dir, cfg)
+        else:
+            _segment_pass(src, inp, vf, video.duration_s, video, todo, out_dir, cfg)
     except (MediaError, RuntimeError, subprocess.TimeoutExpired) as e:
         log.warning("segment pass failed for %s (%s); cutting clips one by one", video.video_id, e)
         for c in todo:
@@ -157,25 +160,8 @@ def _segment_pass(
         "-dn",
     ]
     cmd += [*vf, *encoder_args(cfg)]
-    if times:
-        ts = ",".join(f"{t:.3f}" for t in times)
-        cmd += ["-force_key_frames", ts, "-f", "segment", "-segment_times", ts]
-        cmd += ["-segment_time_delta", f"{0.5 / fps:.4f}"]
-    else:
-        cmd += ["-f", "segment", "-segment_time", f"{end + 3600:.0f}"]
-    cmd += ["-reset_timestamps", "1", "-segment_format", "mp4", str(tmp / "%05d.mp4")]
     try:
-        r = subprocess.run(cmd, capture_output=True, timeout=max(600, 10 * end))
-        if r.returncode != 0:
-            raise_if_infra(r, src, tmp)
-            raise RuntimeError(_stderr(r) or "ffmpeg failed")
-        produced = sorted(tmp.glob("*.mp4"))
-        if len(produced) != len(bounds) - 1:
-            if not tmp.is_dir():
-                raise InfraError(f"segment directory {tmp} vanished while ffmpeg ran")
-            raise RuntimeError(
-                f"segment muxer wrote {len(produced)} files for {len(bounds) - 1} spans"
-            )
+        produced = _segments(cmd, [f"{t:.3f}" for t in times], fps, end, len(bounds) - 1, tmp)
         index = {round(b, 3): k for k, b in enumerate(bounds[:-1])}
         for c in clips:
             k = index.get(round(c.start_s, 3))
@@ -186,6 +172,74 @@ def _segment_pass(
             c.clip_uri = dest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gap segments, or a failed pass's files
+
+
+def _segments(
+    cmd: list[str], times: list[str], fps: float, end: float, expected: int, tmp: Path
+) -> list[Path]:
+    """Run the encoder ``cmd`` (everything up to the output) into the segment muxer, cut
+    at ``times`` (seconds, as text; keyframes forced there), and return the ``expected``
+    segment files of ``tmp`` in order. ``end``: the output's duration (for the timeout)."""
+    if times:
+        ts = ",".join(times)
+        cmd = [*cmd, "-force_key_frames", ts, "-f", "segment", "-segment_times", ts]
+        cmd += ["-segment_time_delta", f"{0.5 / fps:.4f}"]
+    else:
+        cmd = [*cmd, "-f", "segment", "-segment_time", f"{end + 3600:.0f}"]
+    cmd += ["-reset_timestamps", "1", "-segment_format", "mp4", str(tmp / "%05d.mp4")]
+    r = subprocess.run(cmd, capture_output=True, timeout=max(600, 10 * end))
+    if r.returncode != 0:
+        raise_if_infra(r, cmd[cmd.index("-i") + 1], tmp)
+        raise RuntimeError(_stderr(r) or "ffmpeg failed")
+    produced = sorted(tmp.glob("*.mp4"))
+    if len(produced) != expected:
+        if not tmp.is_dir():
+            raise InfraError(f"segment directory {tmp} vanished while ffmpeg ran")
+        raise RuntimeError(f"segment muxer wrote {len(produced)} files for {expected} spans")
+    return produced
+
+
+def spool_range(c: Clip, rate: float) -> tuple[int, int]:
+    """The spool frames ``[a, b)`` of clip ``c``: those with ``start <= k / rate < end``,
+    cut times in ms rounded to the nearest frame (as ffmpeg rounds them)."""
+    return round(round(c.start_s, 3) * rate), round(round(c.end_s, 3) * rate)
+
+
+def _spool_pass(spool: Spool, video: Video, clips: list[Clip], out_dir: str, cfg) -> None:
+    """One encoder over the spool that encodes only the frames of ``clips``: a ``select``
+    of their frame ranges, re-timed to be contiguous, cut into one segment per clip at the
+    cumulative frame counts. Gaps between clips and the clips the stages rejected cost a
+    raw read, not an encode."""
+    r = float(spool.rate)
+    clips = sorted(clips, key=lambda c: c.start_s)
+    ranges = [spool_range(c, r) for c in clips]
+    ranges = [(a, min(b, spool.n_frames)) for a, b in ranges]
+    for (a, b), c in zip(ranges, clips, strict=True):
+        if b <= a:
+            raise RuntimeError(f"{c.clip_id}: no spool frames in [{c.start_s}, {c.end_s})")
+    if any(b0 > a1 for (_, b0), (a1, _) in zip(ranges[:-1], ranges[1:], strict=True)):
+        raise RuntimeError("overlapping clips: each would need its own encode")
+    # n = the spool frame's index; between() is inclusive. Commas are escaped for the graph.
+    select = "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges)
+    vf = ["-vf", f"select={select},setpts=N/FRAME_RATE/TB"]
+    counts = [b - a for a, b in ranges]
+    # Cut a quarter frame before each clip's first output frame, so that the forced
+    # keyframe and the segment start both land exactly on it.
+    cuts, n = [], 0
+    for k in counts[:-1]:
+        n += k
+        cuts.append(f"{(n - 0.25) / r:.6f}")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SEG_PREFIX}{video.video_id}_", dir=out_dir))
+    cmd = [ffmpeg_bin(), "-v", "error", "-nostdin", "-y", *spool.input_args()]
+    cmd += ["-i", str(spool.path), "-map", "0:v:0", *vf, *encoder_args(cfg)]
+    try:
+        produced = _segments(cmd, cuts, r, sum(counts) / r, len(clips), tmp)
+        for c, seg in zip(clips, produced, strict=True):
+            dest = os.path.join(out_dir, f"{c.clip_id}.mp4")
+            os.replace(seg, dest)  # OSError (disk, vanished dir) = infrastructure
+            c.clip_uri = dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _single_clip(
@@ -222,10 +276,15 @@ def _fill_from_spool(c: Clip, spool: Spool) -> None:
     if not os.path.getsize(c.clip_uri):
         c.error("transcode", "output unreadable: empty file")
         return
+    fill_from_spool(c, spool)
+
+
+def fill_from_spool(c: Clip, spool: Spool) -> None:
+    """The size, rate and frame count clip ``c`` has (or will have) when cut from ``spool``."""
     r = float(spool.rate)
     c.width, c.height, c.fps = spool.width, spool.height, r
-    # Cut times go to ffmpeg in ms; it rounds them to the nearest frame of the 1/rate base.
-    c.num_frames = round(round(c.end_s, 3) * r) - round(round(c.start_s, 3) * r)
+    a, b = spool_range(c, r)
+    c.num_frames = min(b, spool.n_frames) - a
 
 
 def _stderr(r: subprocess.CompletedProcess) -> str:

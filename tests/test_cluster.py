@@ -29,3 +29,30 @@ def test_processes_follow_server(monkeypatch):
         assert runner_spec(DaskConfig(use_gpu="no"))["cluster_kwargs"]["processes"] is True
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert runner_spec(DaskConfig(use_gpu="no"))["cluster_kwargs"]["processes"] is False
+
+
+def test_limit_threads_caps_library_pools_inside_a_worker_only(monkeypatch):
+    """In a Dask worker the OpenCV pool (and onnxruntime's, through WORLDMILL_THREADS) is
+    capped at the worker's threads; outside a worker nothing changes."""
+    import cv2
+    from distributed import Client, LocalCluster
+
+    from worldmill.cluster import limit_threads
+
+    monkeypatch.delenv("WORLDMILL_THREADS", raising=False)
+    before = cv2.getNumThreads()
+    assert limit_threads() == 0 and cv2.getNumThreads() == before
+
+    def probe():
+        import os
+
+        import cv2
+
+        return limit_threads(), cv2.getNumThreads(), os.environ.get("WORLDMILL_THREADS")
+
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                          dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+            assert client.submit(probe).result() == (1, 1, "1")
+    finally:
+        cv2.setNumThreads(before)

@@ -74,7 +74,11 @@ def _check_input(uri: str) -> None:
 
 def run_curate(cfg: CurateConfig) -> dict | None:
     """Run the flow here; None (after a clear message) if the flow failed."""
-    from worldmill.flows.curate import curate
+    server = _start_temporary_server()
+    from worldmill.flows.curate import curate  # imports for seconds: the server starts meanwhile
+
+    if server is not None:
+        server.join()
 
     # Dask's scheduler/worker chatter (and a benign CommClosedError traceback printed when
     # in-process workers close) drowns the run's own progress lines; keep its warnings.
@@ -85,6 +89,24 @@ def run_curate(cfg: CurateConfig) -> dict | None:
     except Exception as e:  # the flow failed: say why, exit non-zero
         print(f"worldmill curate: flow failed: {type(e).__name__}: {e}", file=sys.stderr)
     return None
+
+
+def _start_temporary_server():
+    """Without a Prefect server configured (``PREFECT_API_URL``), Prefect starts a
+    temporary one on the flow's first API call, which takes seconds; start it now in a
+    thread (the same singleton the client then finds running) so it overlaps this
+    process's imports. Returns the thread to join, or None when a server is configured."""
+    import threading
+
+    from worldmill.cluster import server_configured
+
+    if server_configured():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    t = threading.Thread(target=SubprocessASGIServer().start, daemon=True, name="prefect-server")
+    t.start()
+    return t
 
 
 def print_summary(s: dict) -> None:

@@ -74,3 +74,27 @@ def make_task_runner(cfg: DaskConfig) -> DaskTaskRunner:
     spec = runner_spec(cfg)
     log.info("dask task runner: %s", spec)
     return DaskTaskRunner(**spec)
+
+
+def limit_threads() -> int:
+    """Inside a Dask worker, cap the libraries' own thread pools at the worker's threads and
+    return that number (0 outside a worker: nothing changed).
+
+    The cluster already runs one task per core; OpenCV's pool (face/people detectors,
+    optical flow) and onnxruntime's (OCR, which spin-waits between calls) each start one
+    thread per core on top of that, and on a busy machine those threads mostly burn CPU
+    contending with the other workers. Dask's nanny already does the same for OpenMP and
+    BLAS (``OMP_NUM_THREADS=1``); this covers the pools that ignore those variables.
+    ``tasks.filter_text`` reads ``WORLDMILL_THREADS`` for its default.
+    """
+    try:
+        from distributed import get_worker
+
+        n = int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return 0
+    import cv2
+
+    cv2.setNumThreads(n)
+    os.environ["WORLDMILL_THREADS"] = str(n)
+    return n

@@ -4,6 +4,7 @@ so file names with spaces, quotes, ``;``, ``$(...)`` or backticks are just names
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -242,12 +243,24 @@ class ClipView:
     """Lazy, cached access to one transcoded clip's frames, shared by all per-clip stages
     so that the clip is decoded at most once per (size, fps) however many stages look."""
 
-    def __init__(self, clip_uri: str, fps: float = 0.0, width: int = 0, height: int = 0):
+    def __init__(
+        self,
+        clip_uri: str | None,
+        fps: float = 0.0,
+        width: int = 0,
+        height: int = 0,
+        source: tuple[str, float, float] | None = None,
+    ):
         self.uri = clip_uri
         self.fps = fps
         self.width = width
         self.height = height
+        # (path, start_s, duration_s) of the clip inside its source video: what is decoded
+        # while the clip has no file of its own yet (the one-pass path runs the stages before
+        # it encodes, so a stage that asks for frames nobody put here reads the source).
+        self.source = source
         self._cache: dict[tuple, np.ndarray] = {}
+        self._pinned: set[tuple] = set()  # keys ``put`` there: they survive ``clear``
 
     def frames(
         self, width: int = 160, sample_fps: float | None = 4.0, gray: bool = False
@@ -261,6 +274,11 @@ class ClipView:
             wider = self._wider(width, sample_fps)
             if wider is not None:  # same frames already held larger: shrink, do not decode
                 self._cache[key] = _shrink(wider, width, height, gray)
+            elif self.source is not None and not (self.uri and os.path.exists(self.uri)):
+                path, start, dur = self.source
+                self._cache[key] = decode_frames(
+                    path, width, height, fps=sample_fps, start_s=start, duration_s=dur, gray=gray
+                )
             else:
                 self._cache[key] = decode_frames(self.uri, width, height, fps=sample_fps, gray=gray)
         return self._cache[key]
@@ -268,8 +286,11 @@ class ClipView:
     def put(self, frames: np.ndarray, width: int, sample_fps: float | None) -> None:
         """Hand the view ``(T, H, W, 3)`` RGB frames already decoded at ``width`` and
         ``sample_fps`` (the one-pass decoder does): ``frames`` at that key, and at any
-        smaller width of the same rate, are then served without decoding the clip file."""
+        smaller width of the same rate, are then served without decoding the clip file.
+        They stay through :meth:`clear` (the one-pass decoder hands memory-mapped slices:
+        keeping them costs no memory, dropping them would mean a decode)."""
         self._cache[(width, sample_fps, False)] = frames
+        self._pinned.add((width, sample_fps, False))
 
     def _wider(self, width: int, sample_fps: float | None) -> np.ndarray | None:
         """A cached RGB array of the same frame rate at least ``width`` wide, if any."""
@@ -284,8 +305,9 @@ class ClipView:
         return best
 
     def clear(self) -> None:
-        """Drop every cached frame array and memo (frees memory between stage batches)."""
-        self._cache.clear()
+        """Drop every cached frame array and memo (frees memory between stage batches),
+        except the frames handed in with :meth:`put`."""
+        self._cache = {k: v for k, v in self._cache.items() if k in self._pinned}
 
     def memo(self, key: tuple, compute):
         """Cache any result derived from this clip (e.g. optical flow) under ``key`` so

@@ -111,3 +111,36 @@ def test_killed_decoder_is_infrastructure_and_bad_file_is_media(tmp_path, monkey
     with pytest.raises(MediaError, match="no frames decoded"):
         with onepass.decode_once(v, split, tc, str(out)):
             pass
+
+
+def test_stages_before_the_encode_and_only_kept_clips_encoded(tmp_path):
+    """The one-decode path runs the stages on views of clips that have no file yet, then
+    encodes only the clips still kept: a rejected clip between two kept ones costs no
+    encode, and the kept ones are still frame-exact with their own content."""
+    v = _video(tmp_path, levels=(40, 200, 110, 160))
+    split, tc = SplitConfig(min_clip_s=1.0), TranscodeConfig(height=64)
+    out = tmp_path / "clips"
+    with onepass.decode_once(v, split, tc, str(out)) as dec:
+        clips = split_video(v, split, (dec.analysis, dec.fps))
+        assert len(clips) == 4 and not any(c.clip_uri for c in clips)
+        view = dec.clip_view(clips[1])
+        assert (view.width, view.height, view.fps) == (114, 64, FPS)
+        assert abs(view.frames(width=320, sample_fps=4.0).mean() - 204) < 6
+        view.clear()  # the decoded frames handed in survive a clear (no decode needed)
+        assert view.frames(width=320, sample_fps=4.0).shape == (10, 180, 320, 3)
+        # A size/rate nobody handed in: decoded from the clip's span of the source.
+        every = view.frames(width=32, sample_fps=None)
+        assert every.shape == (60, 18, 32, 3) and abs(every.mean() - 204) < 6
+        clips[1].reject("motion")
+        clips[3].reject("text")
+        transcode_clips(v, clips, str(out), tc, dec.spool)
+    assert [bool(c.clip_uri) for c in clips] == [True, False, True, False]
+    assert sorted(p.name for p in out.iterdir()) == ["vid_0000.mp4", "vid_0002.mp4"]
+    kept = [clips[0], clips[2]]
+    assert [c.num_frames for c in kept] == [probe(c.clip_uri).num_frames for c in kept] == [60, 60]
+    means = [decode_frames(c.clip_uri, 32, 18).mean() for c in kept]
+    assert np.allclose(means, [44, 114], atol=6)
+    # Every frame of a clip is its own shot's (no frame of the skipped clip leaks in).
+    for c, level in zip(kept, (44, 114), strict=True):
+        per_frame = decode_frames(c.clip_uri, 32, 18).reshape(60, -1).mean(1)
+        assert np.all(np.abs(per_frame - level) < 8)

@@ -59,6 +59,23 @@ def test_two_shots_become_two_scored_clips(video, tmp_path):
         assert c.source_path == video.path
 
 
+def test_stages_run_before_the_encode_and_rejected_clips_are_not_encoded(video, tmp_path):
+    """One decode: the stages see every clip before any is encoded (a plug-in stage may
+    ask for frames at its own size: they come from the source); a clip they reject gets
+    no mp4, only the contact-sheet thumbnail every clip gets."""
+    picky = StageSpec(name="picky", module="tests.tasks._reject_clip")
+    cfg = CurateConfig(input="x", out=str(tmp_path / "out"), stages=[picky])
+    v, clips = process_video(video, cfg)
+    assert [(c.kept, c.reject_reason) for c in clips] == [(True, ""), (False, "picky")]
+    assert all(c.extra["picky_frames"] == 6 for c in clips)  # 3 s at 2 fps, from the source
+    d = tmp_path / "out" / "clips" / v.video_id
+    assert sorted(p.name for p in d.iterdir()) == [
+        f"{v.video_id}_0000.jpg", f"{v.video_id}_0000.mp4", f"{v.video_id}_0001.jpg",
+    ]  # fmt: skip
+    assert clips[0].clip_uri == str(d / f"{v.video_id}_0000.mp4") and clips[1].clip_uri == ""
+    assert clips[1].num_frames == 3 * FPS and clips[1].width == 320  # what it would have had
+
+
 def test_task_writes_staging_and_reuses_it(video, tmp_path):
     cfg = _cfg(tmp_path)
     (uri,) = process_video_task.fn([video], cfg)

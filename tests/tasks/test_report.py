@@ -13,7 +13,14 @@ from tests.tasks._stage_clips import camera, photo
 from worldmill.records import Clip
 from worldmill.store import Store
 from worldmill.synth import write_video
-from worldmill.tasks.report import THUMB_H, THUMB_W, artifact_markdown, build_report
+from worldmill.tasks.report import (
+    THUMB_H,
+    THUMB_W,
+    artifact_markdown,
+    build_report,
+    thumb_path,
+    write_thumb,
+)  # fmt: skip
 
 RUN = "20260101T000000-abcd1234"
 
@@ -100,3 +107,22 @@ def test_empty_run_writes_markdown_only(out):
     rep = build_report(str(out), "empty", summary, None)
     assert set(rep["files"]) == {"markdown"}
     assert "Input files not curated" in rep["markdown"]
+
+
+def test_a_rejected_clip_without_a_file_shows_its_saved_thumbnail(tmp_path):
+    """The one-decode path encodes only kept clips; a rejected clip's cell comes from the
+    thumbnail the stages saved (``thumb_path``), with its red border and reason."""
+    c = Clip("x_0000", "x", 0.0, 1.0, clip_uri="", width=320, height=180, fps=24)
+    c.kept, c.reject_reason = False, "quality"
+    Store(tmp_path).replace_clips(["x"], [c], "thumbs")
+    (tmp_path / "clips" / "x").mkdir(parents=True)
+    frames = np.zeros((5, 180, 320, 3), np.uint8)
+    frames[2] = (30, 90, 250)  # the middle frame is what the thumbnail keeps
+    write_thumb(frames, thumb_path(tmp_path / "clips" / "x", "x_0000"))
+    rep = build_report(str(tmp_path), "thumbs", {**SUMMARY, "run_id": "thumbs"}, None)
+    sheet = cv2.cvtColor(cv2.imread(rep["files"]["contact_sheet"]), cv2.COLOR_BGR2RGB)
+    pad = 4
+    border = sheet[pad + THUMB_H // 2, pad + 1].astype(int)
+    inside = sheet[pad + 20 : pad + 40, pad + 60 : pad + 100].reshape(-1, 3).mean(0)
+    assert np.abs(border - np.array([220, 50, 40])).max() < 40
+    assert np.abs(inside - np.array([30, 90, 250])).max() < 12

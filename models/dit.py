@@ -20,8 +20,12 @@ noised and denoised by a DiT:
   and the MiniLM embedding of the caption's camera phrase alone ("steady pan to the left",
   ``training/camera.prompt_conditions``; ``camera_dim``), through an MLP added to the
   noise-level vector ``c``: camera motion is global to the clip, so it modulates every
-  token. The conditioning input is ``(B, text_dim + camera_dim)`` (a ``(B, text_dim)``
-  caption alone has no camera phrase). Training replaces both by zeros with probability
+  token; and the phrase's motion code (``MOTION_DIM``: vx, vy, zoom of the content) drawn
+  as a per-cell displacement field (``camera_field``: uniform for a pan or tilt, radial for
+  a zoom, times the frames since the anchor) that every latent cell reads next to its
+  anchor's gradients, as Cosmos camera control gives every pixel its Pluecker ray. The
+  conditioning input is ``(B, text_dim + camera_dim [+ MOTION_DIM])`` (a ``(B, text_dim)``
+  caption alone has no camera phrase). Training replaces all by zeros with probability
   ``cond_drop`` (the "null" caption of classifier-free guidance);
 * **output**: an ``x_0`` prediction, written as the last given (clean) latent frame before
   each frame plus the network's output (zero when no frame is given, Text2World). The
@@ -53,6 +57,12 @@ from einops import rearrange, repeat
 from torch import nn
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embeddings
+# The conditioning vector a prompt becomes (``training/camera.prompt_conditions``):
+# [caption embedding (text_dim) | camera-phrase embedding (text_dim) | motion code (3)], the
+# code being the named camera motion as content motion (vx, vy, zoom): pan left = (1, 0, 0)
+# (content moves right), tilt up = (0, 1, 0) (content moves down), zoom in = (0, 0, 1)
+# (content expands); zeros for a static shot, no camera phrase and the null caption.
+MOTION_DIM = 3
 
 
 @dataclass
@@ -92,6 +102,14 @@ class DiTConfig:
     # names is a linear read-out the adaLN conditioning can switch; without them, from one
     # given frame, no run moved its content (RESULTS.md). Needs ``given_inputs``.
     anchor_gradients: bool = True
+    # Every latent cell also reads the displacement field the prompt's camera motion implies
+    # at its place and frame (2 channels: dx, dy), as Cosmos camera control gives every pixel
+    # its Pluecker ray: the motion code (uniform for a pan / tilt, radial about the window
+    # centre for a zoom, unit speed) times the frames since the cell's anchor frame. A
+    # global adaLN vector must be turned into a per-cell move by the network; with the field
+    # at each cell, moving the anchor is a local product of the field and the anchor's
+    # gradients (which the network still has to learn, with the speed). Off: adaLN only.
+    camera_field: bool = True
     # Per-channel weight of the x0 loss: "variance" weights each standardised channel by its
     # raw variance, i.e. the loss is the MSE in raw latent units. The CV decoder is about
     # equally sensitive to every raw channel (1.1-1.4e-3 pixel MSE per unit, measured), so
@@ -243,7 +261,8 @@ class DiTWorldModel(nn.Module):
         else:
             raise ValueError(f"backend must be 'megatron' or 'torch', got {cfg.backend!r}")
         n_in = 1 + (2 + 3 * cfg.anchor_gradients) * cfg.given_inputs  # z_t [+ anchor inputs]
-        self.patch_in = nn.Linear(cfg.patch_dim * n_in, d)
+        n_field = 2 * cfg.patch_t * cfg.patch * cfg.patch * cfg.camera_field  # (dx, dy) per cell
+        self.patch_in = nn.Linear(cfg.patch_dim * n_in + n_field, d)
         self.pos_t = nn.Embedding(cfg.max_t // cfg.patch_t, d)
         self.pos_h = nn.Embedding(cfg.max_h // cfg.patch, d)
         self.pos_w = nn.Embedding(cfg.max_w // cfg.patch, d)
@@ -312,7 +331,8 @@ class DiTWorldModel(nn.Module):
 
     def caption(self, text: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cross-attention context ``(K, B, D)``, camera vector ``(B, D)``) of the
-        conditioning ``text`` ``(B, text_dim [+ camera_dim])``; None = the null caption."""
+        conditioning ``text`` ``(B, text_dim [+ camera_dim [+ MOTION_DIM]])``; None = the
+        null caption."""
         c = self.cfg
         if text is None:
             text = self.latent_mean.new_zeros(batch, c.text_dim + c.camera_dim)
@@ -347,6 +367,8 @@ class DiTWorldModel(nn.Module):
             x = torch.cat([z_t, anchor, given_change(z_t, t)], 1)
             if c.anchor_gradients:  # (B, 6C, T, H, W)
                 x = torch.cat([x, spatial_gradients(anchor)], 1)
+        if c.camera_field:  # (B, n C + 2, T, H, W): the prompt's displacement at every cell
+            x = torch.cat([x, camera_field(motion_code(text, c.text_dim), t, H, W)], 1)
         x = rearrange(x, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
         x = self.patch_in(x)  # (B, N, D)
         pos = (
@@ -543,6 +565,36 @@ def given_change(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(
         (prev >= 0)[:, None, :, None, None], _frames_at(z_t, idx) - _frames_at(z_t, prev), 0.0
     )
+
+
+def motion_code(text: torch.Tensor | None, text_dim: int = TEXT_DIM) -> torch.Tensor | None:
+    """``(B, MOTION_DIM)`` motion code of conditioning vectors ``text`` (columns
+    ``2 text_dim ..``, see ``MOTION_DIM``); zeros when ``text`` is narrower, None for None
+    (the null caption)."""
+    if text is None:
+        return None
+    code = text[:, 2 * text_dim : 2 * text_dim + MOTION_DIM].float()
+    return F.pad(code, (0, MOTION_DIM - code.shape[1]))
+
+
+def camera_field(code: torch.Tensor | None, t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(B, 2, T, h, w)`` content displacement (dx, dy) the motion ``code`` ``(B, 3)``
+    implies at every latent cell of every frame, relative to the frame's anchor (its latest
+    given frame; frame 0 when none is given): ``(frame - anchor) * (vx + zoom * x, vy +
+    zoom * y)``, ``x, y`` about the window centre in half-windows (unit speed: the model
+    learns the scale). Zero for a given frame, a zero code and the null caption (None)."""
+    b, T = t.shape
+    if code is None:
+        return t.new_zeros(b, 2, T, h, w)
+    frames = torch.arange(T, device=t.device, dtype=t.dtype)[None]
+    since = frames - _latest_given(t).clamp_min(0).to(t.dtype)  # (B, T) frames since anchor
+    half = max(h, w) / 2
+    ys = (torch.arange(h, device=t.device, dtype=t.dtype) - (h - 1) / 2) / half
+    xs = (torch.arange(w, device=t.device, dtype=t.dtype) - (w - 1) / 2) / half
+    vx, vy, zoom = (code[:, i, None, None].to(t.dtype) for i in range(3))  # (B, 1, 1)
+    fx = (vx + zoom * xs[None, None, :]).expand(b, h, w)
+    fy = (vy + zoom * ys[None, :, None]).expand(b, h, w)
+    return torch.stack([fx, fy], 1)[:, :, None] * since[:, None, :, None, None]
 
 
 def spatial_gradients(z: torch.Tensor) -> torch.Tensor:

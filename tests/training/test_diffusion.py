@@ -83,7 +83,10 @@ def test_camera_prompts_come_from_captions_naming_a_motion():
     assert camera_phrase("A tilt up over x") == "tilt up"
     assert camera_phrase("a camera panning over coins") is None
     cond = prompt_conditions(["A slow zoom in on z", "a camera panning over coins"])
-    assert cond.shape == (2, 768) and not cond[1, 384:].any() and cond[0, 384:].any()
+    assert cond.shape == (2, 771) and not cond[1, 384:].any() and cond[0, 384:768].any()
+    assert cond[0, 768:].tolist() == [0, 0, 1]  # the motion code: content expands
+    code = prompt_conditions(["A steady pan to the left", "A tilt up over x"])[:, 768:]
+    assert code.tolist() == [[1, 0, 0], [0, 1, 0]]  # content moves right / down
     e = np.zeros(384, np.float32)
     text = {"a": ("A slow pan to the right over x", e), "b": ("A slow pan to the right over y", e),
             "c": ("A slow zoom in on z", e), "d": ("no motion named", e)}  # fmt: skip

@@ -85,6 +85,7 @@ class DitModelConfig(StrictModel):
     t1_prob: float | None = Field(None, ge=0, le=1)  # P(t = 1, pure noise) in training
     given_inputs: bool | None = None  # tokens also read the anchor + its change (Video2World)
     anchor_gradients: bool | None = None  # ... and the anchor's spatial derivatives
+    camera_field: bool | None = None  # ... and the prompt's camera displacement per cell
     camera_dim: int | None = Field(None, ge=0)  # camera-phrase embedding -> adaLN; 0 = off
     pixel_loss: float | None = Field(None, ge=0)  # weight of the decoded-pixel x0 MSE; 0 = off
     pixel_samples: int | None = Field(None, ge=1)  # samples per rank and step that get it
@@ -147,12 +148,12 @@ class DiffusionTrainConfig(TrainConfig):
 
     @classmethod
     def from_run(cls, data: dict) -> DiffusionTrainConfig:
-        """A run's config.json from before the camera-phrase conditioning, the pixel loss
-        and the anchor gradients lacks ``model.camera_dim`` / ``pixel_loss`` /
-        ``anchor_gradients`` (a fresh run's file has them, null when unset): it is rebuilt
-        as it was trained, without them."""
+        """A run's config.json from before the camera-phrase conditioning, the pixel loss,
+        the anchor gradients or the camera field lacks ``model.camera_dim`` / ``pixel_loss``
+        / ``anchor_gradients`` / ``camera_field`` (a fresh run's file has them, null when
+        unset): it is rebuilt as it was trained, without them."""
         model = dict(data.get("model", {}))
-        for key in ("camera_dim", "pixel_loss", "anchor_gradients"):
+        for key in ("camera_dim", "pixel_loss", "anchor_gradients", "camera_field"):
             model.setdefault(key, 0)
         return cls.model_validate({**data, "model": model})
 
@@ -179,9 +180,9 @@ def model_config(cfg: DiffusionTrainConfig, channels: int) -> DiTConfig:
 
 class LatentData(TokenData):
     """``ar``'s token-cache data, over CV latents: ``batch(step)`` ->
-    ``{"x": (B, C, frames, size, size) float32, "text": (B, 768)}``, the text being each
-    caption's conditioning (``camera.prompt_conditions``: its MiniLM embedding, then its
-    camera phrase's)."""
+    ``{"x": (B, C, frames, size, size) float32, "text": (B, 771)}``, the text being each
+    caption's conditioning (``camera.prompt_conditions``: its MiniLM embedding, its camera
+    phrase's, the phrase's motion code)."""
 
     array = "latent"
 

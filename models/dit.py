@@ -127,6 +127,11 @@ class DiTConfig:
     # Samples per rank and step that get it, those with the most given frames first: a
     # decoder pass over 2 samples costs ~0.8 of a DiT step at the default size.
     pixel_samples: int = 2
+    # ... of which this many are instead those with the fewest given frames, all their
+    # predicted frames decoded: from one given frame, the move the prompt names. In latent
+    # MSE the fine-detail channels' sub-cell move is noise, so a model trained on it moved
+    # only the smooth channels and the decoded detail stood still (RESULTS.md, round 4).
+    pixel_first: int = 1
     backend: str = "megatron"  # "megatron" (TransformerBlock) or "torch" (plain twin)
 
     @property
@@ -445,24 +450,47 @@ class DiTWorldModel(nn.Module):
         return loss
 
     def pixel_error(self, x, x0, given, decode) -> torch.Tensor | None:
-        """Pixel MSE of the last latent frame's prediction ``x0`` (standardised) against
-        the true raw latents ``x`` ``(B, C, T, H, W)``, both decoded by ``decode`` after
-        the true frame before it (the decoder is causal: that frame is all the context the
-        new frame's pixels read beyond themselves, to a close approximation), on the
-        ``pixel_samples`` Video2World samples (``given`` ``(B,)`` >= 1) with the most given
-        frames (next-frame prediction first); None if there is none. The target is
-        clamped to [-1, 1] like the pixels the metrics read, the prediction is not (so an
-        out-of-range pixel still has a gradient back into range)."""
+        """Pixel MSE of predictions ``x0`` (standardised) against the true raw latents ``x``
+        ``(B, C, T, H, W)``, both decoded by ``decode`` after one true latent frame (the
+        decoder is causal: that frame is all the context the new frames' pixels read beyond
+        themselves, to a close approximation), the mean over ``pixel_samples`` Video2World
+        samples (``given`` ``(B,)`` >= 1) of each one's MSE; None if there is none:
+
+        * ``pixel_samples - pixel_first`` with the most given frames: their last frame,
+          after the true frame before it (next-frame prediction, what ``psnr`` scores);
+        * ``pixel_first`` with the fewest: every predicted frame, after the last given
+          one (from one given frame: the whole camera move the prompt names; in latent
+          units the sub-cell move of the fine-detail channels is unpredictable noise, so
+          only pixels show whether the frame's detail moved).
+
+        The target is clamped to [-1, 1] like the pixels the metrics read, the prediction is
+        not (so an out-of-range pixel still has a gradient back into range)."""
         order = torch.argsort(given, descending=True, stable=True)
-        idx = order[given[order] > 0][: self.cfg.pixel_samples]
-        if len(idx) == 0:
-            return None
-        prev, true = x[idx, :, -2:-1].float(), x[idx, :, -1:].float()  # (b, C, 1, H, W)
-        pred = self.denormalise(x0[idx, :, -1:])
+        valid = order[given[order] > 0]
+        n_first = min(self.cfg.pixel_first, self.cfg.pixel_samples)
+        top = valid[: self.cfg.pixel_samples - n_first]
+        rest = valid[len(top) :]
+        first = rest[torch.argsort(given[rest], stable=True)][:n_first]  # fewest given first
+        errs = []
+        if len(top):
+            prev, true = x[top, :, -2:-1].float(), x[top, :, -1:].float()  # (b, C, 1, H, W)
+            errs.append(self._decoded_error(prev, true, self.denormalise(x0[top, :, -1:]), decode))
+        for i in first.tolist():
+            g = int(given[i])
+            prev, true = x[i : i + 1, :, g - 1 : g].float(), x[i : i + 1, :, g:].float()
+            errs.append(
+                self._decoded_error(prev, true, self.denormalise(x0[i : i + 1, :, g:]), decode)
+            )
+        return torch.cat(errs).mean() if errs else None
+
+    @staticmethod
+    def _decoded_error(prev, true, pred, decode) -> torch.Tensor:
+        """``(b,)`` pixel MSE of raw latent frames ``pred`` vs ``true`` ``(b, C, k, H, W)``,
+        each decoded after the true frame ``prev`` ``(b, C, 1, H, W)``."""
         with torch.no_grad():
-            want = decode(torch.cat([prev, true], 2))[:, :, 1:].clamp(-1, 1)  # (b, 3, t_c, ..)
+            want = decode(torch.cat([prev, true], 2))[:, :, 1:].clamp(-1, 1)  # (b, 3, k t_c, ..)
         got = decode(torch.cat([prev, pred], 2))[:, :, 1:]
-        return (got - want).pow(2).mean()
+        return (got - want).pow(2).mean((1, 2, 3, 4))
 
     def channel_weight(self) -> torch.Tensor:
         """``(C,)`` loss weights summing to 1 (``cfg.loss_weight``)."""

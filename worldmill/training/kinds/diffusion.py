@@ -89,6 +89,7 @@ class DitModelConfig(StrictModel):
     camera_dim: int | None = Field(None, ge=0)  # camera-phrase embedding -> adaLN; 0 = off
     pixel_loss: float | None = Field(None, ge=0)  # weight of the decoded-pixel x0 MSE; 0 = off
     pixel_samples: int | None = Field(None, ge=1)  # samples per rank and step that get it
+    pixel_first: int | None = Field(None, ge=0)  # ... of them with the fewest given frames
     loss_weight: Literal["variance", "uniform"] | None = None  # x0 MSE per channel
     backend: Literal["megatron", "torch"] = "megatron"
 
@@ -153,7 +154,7 @@ class DiffusionTrainConfig(TrainConfig):
         / ``anchor_gradients`` / ``camera_field`` (a fresh run's file has them, null when
         unset): it is rebuilt as it was trained, without them."""
         model = dict(data.get("model", {}))
-        for key in ("camera_dim", "pixel_loss", "anchor_gradients", "camera_field"):
+        for key in ("camera_dim", "pixel_loss", "anchor_gradients", "camera_field", "pixel_first"):
             model.setdefault(key, 0)
         return cls.model_validate({**data, "model": model})
 

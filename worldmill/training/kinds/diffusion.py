@@ -251,7 +251,8 @@ class DiffusionSpec(Spec):
         ctx.log(f"latent stats over {len(arrs)} clips: std {[round(float(s), 3) for s in std]}")
         if dit.cfg.camera_dim:  # whitening of the training captions' camera phrases
             conds = np.stack([data_.text[r.clip_id][1] for r in data_.train_refs])
-            dit.set_camera_stats(torch.from_numpy(conds[:, dit.cfg.text_dim :]))
+            phrase = conds[:, dit.cfg.text_dim : dit.cfg.text_dim + dit.cfg.camera_dim]
+            dit.set_camera_stats(torch.from_numpy(phrase))
 
     def step(self, model, batch: dict, ctx: RunContext):
         x, text = batch["x"].to(ctx.device), batch["text"].to(ctx.device)

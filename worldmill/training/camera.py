@@ -91,6 +91,26 @@ def prompt_conditions(captions: list[str], embeddings: np.ndarray | None = None)
     return np.concatenate([embeddings, cam, code], 1).astype(np.float32)
 
 
+# A camera motion played backwards (``reverse_caption``, the diffusion kind's time-reversed
+# training windows).
+REVERSED = {
+    "pan to the left": "pan to the right",
+    "pan to the right": "pan to the left",
+    "tilt up": "tilt down",
+    "tilt down": "tilt up",
+    "zoom in": "zoom out",
+    "zoom out": "zoom in",
+}
+_REVERSE = re.compile(r"\b(" + "|".join(map(re.escape, REVERSED)) + r")\b", re.IGNORECASE)
+
+
+def reverse_caption(caption: str) -> str:
+    """The caption of the clip played backwards: its camera words swapped ("pan to the
+    left" <-> "pan to the right", "tilt up" <-> "tilt down", "zoom in" <-> "zoom out"); a
+    static shot or a caption naming no motion is unchanged."""
+    return _REVERSE.sub(lambda m: REVERSED[m.group(1).lower()], caption)
+
+
 def caption_motion(caption: str) -> str | None:
     """The camera motion a caption names (the captioner's phrasing), or None."""
     low = caption.lower()

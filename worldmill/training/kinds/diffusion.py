@@ -59,6 +59,7 @@ from worldmill.training.camera import (
     caption_motion,
     estimate_camera,
     prompt_conditions,
+    reverse_caption,
 )
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.encode import fit_clip
@@ -105,6 +106,12 @@ class LatentDataConfig(StrictModel):
     batch_size: int = Field(8, ge=1)  # windows per rank per step
     holdout: int = Field(4, ge=1)  # clips held out, whole source videos
     random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
+    # P(a training window is played backwards, with its caption's camera words swapped:
+    # ``camera.reverse_caption``). A clip's content and caption otherwise tell its motion,
+    # and the model learnt each training clip's own move instead of the one its prompt
+    # names (RESULTS.md, diffusion round 4); reversed, the same content and caption come
+    # with both directions and only the camera words decide which.
+    reverse_prob: float = Field(0.5, ge=0, le=1)
     tokens_dir: str = ""  # latent cache; "" = RUN/tokens
 
 
@@ -156,7 +163,8 @@ class DiffusionTrainConfig(TrainConfig):
         model = dict(data.get("model", {}))
         for key in ("camera_dim", "pixel_loss", "anchor_gradients", "camera_field", "pixel_first"):
             model.setdefault(key, 0)
-        return cls.model_validate({**data, "model": model})
+        data_ = {"reverse_prob": 0.0, **data.get("data", {})}  # ... and time reversal
+        return cls.model_validate({**data, "model": model, "data": data_})
 
 
 def tokenizer_channels(tokenizer_run: str | Path) -> int:
@@ -195,6 +203,39 @@ class LatentData(TokenData):
         )
         for i, cond in zip(ids, conds, strict=True):  # the stream reads this same dict
             self.text[i] = (self.text[i][0], cond)
+        d = cfg.data
+        reversed_ = {}
+        if d.reverse_prob > 0:
+            back = prompt_conditions([reverse_caption(self.text[i][0]) for i in ids])
+            reversed_ = dict(zip(ids, back, strict=True))
+        self.stream = ReversibleWindowStream(
+            self.train_refs, self.text, d.batch_size, d.frames, d.size, seed=cfg.run.seed,
+            rank=ctx.rank, world=ctx.world, random_start=d.random_start,
+            reverse_prob=d.reverse_prob, reversed_text=reversed_,
+        )  # fmt: skip
+
+
+class ReversibleWindowStream(latents.ResumableWindowStream):
+    """``ResumableWindowStream`` whose windows are, with probability ``reverse_prob`` each,
+    played backwards (latent frames in reverse order) and conditioned on
+    ``reversed_text[clip_id]`` (the conditioning of the caption with its camera words
+    swapped). Drawn per stream position, so a resumed run reads the same batches."""
+
+    def __init__(self, *args, reverse_prob: float = 0.0, reversed_text=None, **kw):
+        super().__init__(*args, **kw)
+        self.reverse_prob, self.reversed_text = reverse_prob, reversed_text or {}
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        out = super().batch(step)
+        if self.reverse_prob <= 0:
+            return out
+        start = self.position(step) + self.rank * self.b
+        for i, p in enumerate(range(start, start + self.b)):
+            g = torch.Generator().manual_seed(self.seed * 7_919 + p + 104_729)
+            if float(torch.rand(1, generator=g)) < self.reverse_prob:
+                out["x"][i] = out["x"][i].flip(1)  # (C, t, H, W): time reversed
+                out["text"][i] = torch.from_numpy(self.reversed_text[self.ref_at(p).clip_id])
+        return out
 
 
 # -- the spec --------------------------------------------------------------------------------

@@ -105,10 +105,12 @@ class DiTConfig:
     # Every latent cell also reads the displacement field the prompt's camera motion implies
     # at its place and frame (2 channels: dx, dy), as Cosmos camera control gives every pixel
     # its Pluecker ray: the motion code (uniform for a pan / tilt, radial about the window
-    # centre for a zoom, unit speed) times the frames since the cell's anchor frame. A
-    # global adaLN vector must be turned into a per-cell move by the network; with the field
-    # at each cell, moving the anchor is a local product of the field and the anchor's
-    # gradients (which the network still has to learn, with the speed). Off: adaLN only.
+    # centre for a zoom, unit speed) times the frames since the cell's anchor frame; it is
+    # an input of each token and, through an MLP, added to that token's adaLN conditioning
+    # (spatially varying adaLN, as SPADE): a global adaLN vector must be turned into a
+    # per-cell move by the network; with the field modulating each token, moving the anchor
+    # is a local product of the field and the anchor's gradients (which the network still
+    # has to learn, with the speed). Off: the camera phrase's global adaLN vector only.
     camera_field: bool = True
     # Per-channel weight of the x0 loss: "variance" weights each standardised channel by its
     # raw variance, i.e. the loss is the MSE in raw latent units. The CV decoder is about
@@ -125,8 +127,8 @@ class DiTConfig:
     # frame before it by the frozen tokenizer passed to ``forward`` (none passed: no term).
     pixel_loss: float = 10.0
     # Samples per rank and step that get it, those with the most given frames first: a
-    # decoder pass over 2 samples costs ~0.8 of a DiT step at the default size.
-    pixel_samples: int = 2
+    # decoder pass over 2 next-frame samples costs ~0.8 of a DiT step at the default size.
+    pixel_samples: int = 3
     # ... of which this many are instead those with the fewest given frames, all their
     # predicted frames decoded: from one given frame, the move the prompt names. In latent
     # MSE the fine-detail channels' sub-cell move is noise, so a model trained on it moved
@@ -268,6 +270,12 @@ class DiTWorldModel(nn.Module):
         n_in = 1 + (2 + 3 * cfg.anchor_gradients) * cfg.given_inputs  # z_t [+ anchor inputs]
         n_field = 2 * cfg.patch_t * cfg.patch * cfg.patch * cfg.camera_field  # (dx, dy) per cell
         self.patch_in = nn.Linear(cfg.patch_dim * n_in + n_field, d)
+        # the field also joins each token's adaLN conditioning (``camera_field``)
+        self.field_mlp = (
+            nn.Sequential(nn.Linear(n_field, d), nn.SiLU(), nn.Linear(d, d))
+            if cfg.camera_field
+            else None
+        )
         self.pos_t = nn.Embedding(cfg.max_t // cfg.patch_t, d)
         self.pos_h = nn.Embedding(cfg.max_h // cfg.patch, d)
         self.pos_w = nn.Embedding(cfg.max_w // cfg.patch, d)
@@ -373,7 +381,8 @@ class DiTWorldModel(nn.Module):
             if c.anchor_gradients:  # (B, 6C, T, H, W)
                 x = torch.cat([x, spatial_gradients(anchor)], 1)
         if c.camera_field:  # (B, n C + 2, T, H, W): the prompt's displacement at every cell
-            x = torch.cat([x, camera_field(motion_code(text, c.text_dim), t, H, W)], 1)
+            field = camera_field(motion_code(text, c.text_dim), t, H, W)  # (B, 2, T, H, W)
+            x = torch.cat([x, field], 1)
         x = rearrange(x, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
         x = self.patch_in(x)  # (B, N, D)
         pos = (
@@ -386,8 +395,13 @@ class DiTWorldModel(nn.Module):
         t_tok = rearrange(t, "b (t i) -> b t i", i=pt).amax(-1)  # (B, tt)
         context, camera = self.caption(text, b)  # (K, B, D), (B, D)
         cond = self.t_mlp(timestep_features(t_tok, c.freq_dim))  # (B, tt, D)
-        cond = F.silu(cond + camera[:, None])
-        per_tok = lambda m: repeat(m, "b t e -> (t s) b e", s=hh * ww)  # noqa: E731
+        cond = repeat(cond + camera[:, None], "b t e -> b (t s) e", s=hh * ww)  # (B, N, D)
+        if c.camera_field:  # spatially varying adaLN: each token's own displacement
+            cond = cond + self.field_mlp(
+                rearrange(field, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
+            )
+        cond = F.silu(cond)
+        per_tok = lambda m: rearrange(m, "b n e -> n b e")  # noqa: E731
         for layer, ada in zip(self.block.layers, self.ada, strict=True):
             mods = per_tok(ada(cond)).chunk(9, -1)  # (N, B, D) each
             h = _modulate(layer.input_layernorm(x), mods[0], mods[1])

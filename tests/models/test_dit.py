@@ -173,7 +173,7 @@ def _decoder():
 
 def test_pixel_loss_decodes_the_last_frame_after_the_true_frame_before_it():
     tok, x, text = _decoder(), _latents(4), torch.randn(4, 768)
-    m = _model(0, cfg=preset("tiny", pixel_first=0)).train()
+    m = _model(0, cfg=preset("tiny", pixel_first=0, pixel_samples=2)).train()
     # sample 0 is Text2World (no pixel term); pixel_samples = 2: the most given first,
     # ties in batch order, so samples 2 and 1
     given = torch.tensor([0, 1, 2, 1])
@@ -196,8 +196,8 @@ def test_pixel_loss_decodes_the_last_frame_after_the_true_frame_before_it():
     # the default, pixel_first = 1: sample 2 (most given) by its last frame, and sample 1
     # (fewest given, ties in batch order) by all its predicted frames after its given one;
     # the mean of the two samples' errors
-    m1 = _model(0).train()
-    assert m1.cfg.pixel_first == 1
+    assert PRESETS["cpu"].pixel_samples == 3 and PRESETS["cpu"].pixel_first == 1
+    m1 = _model(0, cfg=preset("tiny", pixel_samples=2)).train()
     want1 = tok.decode(x[1:2, :, :3])[:, :, 1:].clamp(-1, 1)  # frames 1, 2 after frame 0
     got1 = tok.decode(x[1:2, :, [0, 1, 1]])[:, :, 1:]  # what `copy` predicts for sample 1
     two = torch.stack([(got[1] - want[1]).pow(2).mean(), (got1 - want1).pow(2).mean()])

@@ -161,6 +161,8 @@ class DiffusionTrainConfig(TrainConfig):
         / ``anchor_gradients`` / ``camera_field`` (a fresh run's file has them, null when
         unset): it is rebuilt as it was trained, without them."""
         model = dict(data.get("model", {}))
+        if "pixel_first" not in model and model.get("pixel_samples") is None:
+            model["pixel_samples"] = 2  # the default before the first-frame sample
         for key in ("camera_dim", "pixel_loss", "anchor_gradients", "camera_field", "pixel_first"):
             model.setdefault(key, 0)
         data_ = {"reverse_prob": 0.0, **data.get("data", {})}  # ... and time reversal

@@ -9,7 +9,9 @@ rank 0 before training with the tokenizer's latest checkpoint when missing or st
 with every caption's MiniLM embedding; ``--data`` may also name a ``worldmill encode``
 output. Training: random ``data.frames x data.size x data.size`` latent windows; each
 sample gets 0 (Text2World, ``model.t2w_prob``) or 1..frames-1 given leading frames, a
-rectified-flow noise level for the rest and, with ``model.cond_drop``, the null caption.
+rectified-flow noise level for the rest and, with ``model.cond_drop``, the null caption;
+with ``data.reverse_prob`` a window is played backwards with its caption's camera words
+swapped (``ReversibleWindowStream``), so only the camera words tell the motion.
 Fresh runs first measure the cache's per-channel mean / std (``init_model``; saved with the
 weights).
 

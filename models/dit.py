@@ -20,8 +20,12 @@ noised and denoised by a DiT:
   and the MiniLM embedding of the caption's camera phrase alone ("steady pan to the left",
   ``training/camera.prompt_conditions``; ``camera_dim``), through an MLP added to the
   noise-level vector ``c``: camera motion is global to the clip, so it modulates every
-  token. The conditioning input is ``(B, text_dim + camera_dim)`` (a ``(B, text_dim)``
-  caption alone has no camera phrase). Training replaces both by zeros with probability
+  token; and the phrase's motion code (``MOTION_DIM``: vx, vy, zoom of the content) drawn
+  as a per-cell displacement field (``camera_field``: uniform for a pan or tilt, radial for
+  a zoom, times the frames since the anchor) that every latent cell reads next to its
+  anchor's gradients, as Cosmos camera control gives every pixel its Pluecker ray. The
+  conditioning input is ``(B, text_dim + camera_dim [+ MOTION_DIM])`` (a ``(B, text_dim)``
+  caption alone has no camera phrase). Training replaces all by zeros with probability
   ``cond_drop`` (the "null" caption of classifier-free guidance);
 * **output**: an ``x_0`` prediction, written as the last given (clean) latent frame before
   each frame plus the network's output (zero when no frame is given, Text2World). The
@@ -53,6 +57,12 @@ from einops import rearrange, repeat
 from torch import nn
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embeddings
+# The conditioning vector a prompt becomes (``training/camera.prompt_conditions``):
+# [caption embedding (text_dim) | camera-phrase embedding (text_dim) | motion code (3)], the
+# code being the named camera motion as content motion (vx, vy, zoom): pan left = (1, 0, 0)
+# (content moves right), tilt up = (0, 1, 0) (content moves down), zoom in = (0, 0, 1)
+# (content expands); zeros for a static shot, no camera phrase and the null caption.
+MOTION_DIM = 3
 
 
 @dataclass
@@ -92,6 +102,16 @@ class DiTConfig:
     # names is a linear read-out the adaLN conditioning can switch; without them, from one
     # given frame, no run moved its content (RESULTS.md). Needs ``given_inputs``.
     anchor_gradients: bool = True
+    # Every latent cell also reads the displacement field the prompt's camera motion implies
+    # at its place and frame (2 channels: dx, dy), as Cosmos camera control gives every pixel
+    # its Pluecker ray: the motion code (uniform for a pan / tilt, radial about the window
+    # centre for a zoom, unit speed) times the frames since the cell's anchor frame; it is
+    # an input of each token and, through an MLP, added to that token's adaLN conditioning
+    # (spatially varying adaLN, as SPADE): a global adaLN vector must be turned into a
+    # per-cell move by the network; with the field modulating each token, moving the anchor
+    # is a local product of the field and the anchor's gradients (which the network still
+    # has to learn, with the speed). Off: the camera phrase's global adaLN vector only.
+    camera_field: bool = True
     # Per-channel weight of the x0 loss: "variance" weights each standardised channel by its
     # raw variance, i.e. the loss is the MSE in raw latent units. The CV decoder is about
     # equally sensitive to every raw channel (1.1-1.4e-3 pixel MSE per unit, measured), so
@@ -107,8 +127,13 @@ class DiTConfig:
     # frame before it by the frozen tokenizer passed to ``forward`` (none passed: no term).
     pixel_loss: float = 10.0
     # Samples per rank and step that get it, those with the most given frames first: a
-    # decoder pass over 2 samples costs ~0.8 of a DiT step at the default size.
-    pixel_samples: int = 2
+    # decoder pass over 2 next-frame samples costs ~0.8 of a DiT step at the default size.
+    pixel_samples: int = 3
+    # ... of which this many are instead those with the fewest given frames, all their
+    # predicted frames decoded: from one given frame, the move the prompt names. In latent
+    # MSE the fine-detail channels' sub-cell move is noise, so a model trained on it moved
+    # only the smooth channels and the decoded detail stood still (RESULTS.md, round 4).
+    pixel_first: int = 1
     backend: str = "megatron"  # "megatron" (TransformerBlock) or "torch" (plain twin)
 
     @property
@@ -243,7 +268,14 @@ class DiTWorldModel(nn.Module):
         else:
             raise ValueError(f"backend must be 'megatron' or 'torch', got {cfg.backend!r}")
         n_in = 1 + (2 + 3 * cfg.anchor_gradients) * cfg.given_inputs  # z_t [+ anchor inputs]
-        self.patch_in = nn.Linear(cfg.patch_dim * n_in, d)
+        n_field = 2 * cfg.patch_t * cfg.patch * cfg.patch * cfg.camera_field  # (dx, dy) per cell
+        self.patch_in = nn.Linear(cfg.patch_dim * n_in + n_field, d)
+        # the field also joins each token's adaLN conditioning (``camera_field``)
+        self.field_mlp = (
+            nn.Sequential(nn.Linear(n_field, d), nn.SiLU(), nn.Linear(d, d))
+            if cfg.camera_field
+            else None
+        )
         self.pos_t = nn.Embedding(cfg.max_t // cfg.patch_t, d)
         self.pos_h = nn.Embedding(cfg.max_h // cfg.patch, d)
         self.pos_w = nn.Embedding(cfg.max_w // cfg.patch, d)
@@ -312,7 +344,8 @@ class DiTWorldModel(nn.Module):
 
     def caption(self, text: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cross-attention context ``(K, B, D)``, camera vector ``(B, D)``) of the
-        conditioning ``text`` ``(B, text_dim [+ camera_dim])``; None = the null caption."""
+        conditioning ``text`` ``(B, text_dim [+ camera_dim [+ MOTION_DIM]])``; None = the
+        null caption."""
         c = self.cfg
         if text is None:
             text = self.latent_mean.new_zeros(batch, c.text_dim + c.camera_dim)
@@ -347,6 +380,9 @@ class DiTWorldModel(nn.Module):
             x = torch.cat([z_t, anchor, given_change(z_t, t)], 1)
             if c.anchor_gradients:  # (B, 6C, T, H, W)
                 x = torch.cat([x, spatial_gradients(anchor)], 1)
+        if c.camera_field:  # (B, n C + 2, T, H, W): the prompt's displacement at every cell
+            field = camera_field(motion_code(text, c.text_dim), t, H, W)  # (B, 2, T, H, W)
+            x = torch.cat([x, field], 1)
         x = rearrange(x, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
         x = self.patch_in(x)  # (B, N, D)
         pos = (
@@ -359,8 +395,13 @@ class DiTWorldModel(nn.Module):
         t_tok = rearrange(t, "b (t i) -> b t i", i=pt).amax(-1)  # (B, tt)
         context, camera = self.caption(text, b)  # (K, B, D), (B, D)
         cond = self.t_mlp(timestep_features(t_tok, c.freq_dim))  # (B, tt, D)
-        cond = F.silu(cond + camera[:, None])
-        per_tok = lambda m: repeat(m, "b t e -> (t s) b e", s=hh * ww)  # noqa: E731
+        cond = repeat(cond + camera[:, None], "b t e -> b (t s) e", s=hh * ww)  # (B, N, D)
+        if c.camera_field:  # spatially varying adaLN: each token's own displacement
+            cond = cond + self.field_mlp(
+                rearrange(field, "b c (t i) (h j) (w k) -> b (t h w) (c i j k)", i=pt, j=p, k=p)
+            )
+        cond = F.silu(cond)
+        per_tok = lambda m: rearrange(m, "b n e -> n b e")  # noqa: E731
         for layer, ada in zip(self.block.layers, self.ada, strict=True):
             mods = per_tok(ada(cond)).chunk(9, -1)  # (N, B, D) each
             h = _modulate(layer.input_layernorm(x), mods[0], mods[1])
@@ -423,24 +464,47 @@ class DiTWorldModel(nn.Module):
         return loss
 
     def pixel_error(self, x, x0, given, decode) -> torch.Tensor | None:
-        """Pixel MSE of the last latent frame's prediction ``x0`` (standardised) against
-        the true raw latents ``x`` ``(B, C, T, H, W)``, both decoded by ``decode`` after
-        the true frame before it (the decoder is causal: that frame is all the context the
-        new frame's pixels read beyond themselves, to a close approximation), on the
-        ``pixel_samples`` Video2World samples (``given`` ``(B,)`` >= 1) with the most given
-        frames (next-frame prediction first); None if there is none. The target is
-        clamped to [-1, 1] like the pixels the metrics read, the prediction is not (so an
-        out-of-range pixel still has a gradient back into range)."""
+        """Pixel MSE of predictions ``x0`` (standardised) against the true raw latents ``x``
+        ``(B, C, T, H, W)``, both decoded by ``decode`` after one true latent frame (the
+        decoder is causal: that frame is all the context the new frames' pixels read beyond
+        themselves, to a close approximation), the mean over ``pixel_samples`` Video2World
+        samples (``given`` ``(B,)`` >= 1) of each one's MSE; None if there is none:
+
+        * ``pixel_samples - pixel_first`` with the most given frames: their last frame,
+          after the true frame before it (next-frame prediction, what ``psnr`` scores);
+        * ``pixel_first`` with the fewest: every predicted frame, after the last given
+          one (from one given frame: the whole camera move the prompt names; in latent
+          units the sub-cell move of the fine-detail channels is unpredictable noise, so
+          only pixels show whether the frame's detail moved).
+
+        The target is clamped to [-1, 1] like the pixels the metrics read, the prediction is
+        not (so an out-of-range pixel still has a gradient back into range)."""
         order = torch.argsort(given, descending=True, stable=True)
-        idx = order[given[order] > 0][: self.cfg.pixel_samples]
-        if len(idx) == 0:
-            return None
-        prev, true = x[idx, :, -2:-1].float(), x[idx, :, -1:].float()  # (b, C, 1, H, W)
-        pred = self.denormalise(x0[idx, :, -1:])
+        valid = order[given[order] > 0]
+        n_first = min(self.cfg.pixel_first, self.cfg.pixel_samples)
+        top = valid[: self.cfg.pixel_samples - n_first]
+        rest = valid[len(top) :]
+        first = rest[torch.argsort(given[rest], stable=True)][:n_first]  # fewest given first
+        errs = []
+        if len(top):
+            prev, true = x[top, :, -2:-1].float(), x[top, :, -1:].float()  # (b, C, 1, H, W)
+            errs.append(self._decoded_error(prev, true, self.denormalise(x0[top, :, -1:]), decode))
+        for i in first.tolist():
+            g = int(given[i])
+            prev, true = x[i : i + 1, :, g - 1 : g].float(), x[i : i + 1, :, g:].float()
+            errs.append(
+                self._decoded_error(prev, true, self.denormalise(x0[i : i + 1, :, g:]), decode)
+            )
+        return torch.cat(errs).mean() if errs else None
+
+    @staticmethod
+    def _decoded_error(prev, true, pred, decode) -> torch.Tensor:
+        """``(b,)`` pixel MSE of raw latent frames ``pred`` vs ``true`` ``(b, C, k, H, W)``,
+        each decoded after the true frame ``prev`` ``(b, C, 1, H, W)``."""
         with torch.no_grad():
-            want = decode(torch.cat([prev, true], 2))[:, :, 1:].clamp(-1, 1)  # (b, 3, t_c, ..)
+            want = decode(torch.cat([prev, true], 2))[:, :, 1:].clamp(-1, 1)  # (b, 3, k t_c, ..)
         got = decode(torch.cat([prev, pred], 2))[:, :, 1:]
-        return (got - want).pow(2).mean()
+        return (got - want).pow(2).mean((1, 2, 3, 4))
 
     def channel_weight(self) -> torch.Tensor:
         """``(C,)`` loss weights summing to 1 (``cfg.loss_weight``)."""
@@ -543,6 +607,36 @@ def given_change(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(
         (prev >= 0)[:, None, :, None, None], _frames_at(z_t, idx) - _frames_at(z_t, prev), 0.0
     )
+
+
+def motion_code(text: torch.Tensor | None, text_dim: int = TEXT_DIM) -> torch.Tensor | None:
+    """``(B, MOTION_DIM)`` motion code of conditioning vectors ``text`` (columns
+    ``2 text_dim ..``, see ``MOTION_DIM``); zeros when ``text`` is narrower, None for None
+    (the null caption)."""
+    if text is None:
+        return None
+    code = text[:, 2 * text_dim : 2 * text_dim + MOTION_DIM].float()
+    return F.pad(code, (0, MOTION_DIM - code.shape[1]))
+
+
+def camera_field(code: torch.Tensor | None, t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(B, 2, T, h, w)`` content displacement (dx, dy) the motion ``code`` ``(B, 3)``
+    implies at every latent cell of every frame, relative to the frame's anchor (its latest
+    given frame; frame 0 when none is given): ``(frame - anchor) * (vx + zoom * x, vy +
+    zoom * y)``, ``x, y`` about the window centre in half-windows (unit speed: the model
+    learns the scale). Zero for a given frame, a zero code and the null caption (None)."""
+    b, T = t.shape
+    if code is None:
+        return t.new_zeros(b, 2, T, h, w)
+    frames = torch.arange(T, device=t.device, dtype=t.dtype)[None]
+    since = frames - _latest_given(t).clamp_min(0).to(t.dtype)  # (B, T) frames since anchor
+    half = max(h, w) / 2
+    ys = (torch.arange(h, device=t.device, dtype=t.dtype) - (h - 1) / 2) / half
+    xs = (torch.arange(w, device=t.device, dtype=t.dtype) - (w - 1) / 2) / half
+    vx, vy, zoom = (code[:, i, None, None].to(t.dtype) for i in range(3))  # (B, 1, 1)
+    fx = (vx + zoom * xs[None, None, :]).expand(b, h, w)
+    fy = (vy + zoom * ys[None, :, None]).expand(b, h, w)
+    return torch.stack([fx, fy], 1)[:, :, None] * since[:, None, :, None, None]
 
 
 def spatial_gradients(z: torch.Tensor) -> torch.Tensor:

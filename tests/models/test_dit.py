@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from tests.models.tester import ModelTester
-from worldmill.models.dit import PRESETS, DiTWorldModel, given_change, last_given, preset
+from worldmill.models.dit import (
+    PRESETS,
+    DiTWorldModel,
+    camera_field,
+    given_change,
+    last_given,
+    preset,
+)
 
 TINY = PRESETS["tiny"]  # 4 latent channels, 3 x 4 x 4 windows, 2 layers of width 32
 
@@ -166,7 +173,7 @@ def _decoder():
 
 def test_pixel_loss_decodes_the_last_frame_after_the_true_frame_before_it():
     tok, x, text = _decoder(), _latents(4), torch.randn(4, 768)
-    m = _model(0).train()
+    m = _model(0, cfg=preset("tiny", pixel_first=0, pixel_samples=2)).train()
     # sample 0 is Text2World (no pixel term); pixel_samples = 2: the most given first,
     # ties in batch order, so samples 2 and 1
     given = torch.tensor([0, 1, 2, 1])
@@ -186,6 +193,15 @@ def test_pixel_loss_decodes_the_last_frame_after_the_true_frame_before_it():
     torch.testing.assert_close(
         m.pixel_error(x, copy, given, tok.decode), (got - want).pow(2).mean()
     )
+    # the default, pixel_first = 1: sample 2 (most given) by its last frame, and sample 1
+    # (fewest given, ties in batch order) by all its predicted frames after its given one;
+    # the mean of the two samples' errors
+    assert PRESETS["cpu"].pixel_samples == 3 and PRESETS["cpu"].pixel_first == 1
+    m1 = _model(0, cfg=preset("tiny", pixel_samples=2)).train()
+    want1 = tok.decode(x[1:2, :, :3])[:, :, 1:].clamp(-1, 1)  # frames 1, 2 after frame 0
+    got1 = tok.decode(x[1:2, :, [0, 1, 1]])[:, :, 1:]  # what `copy` predicts for sample 1
+    two = torch.stack([(got[1] - want[1]).pow(2).mean(), (got1 - want1).pow(2).mean()])
+    torch.testing.assert_close(m1.pixel_error(x, copy, given, tok.decode), two.mean())
     d = m.draw(z, torch.Generator().manual_seed(0))
     d["given"] = given
     plain, with_px = m(x, text, d), m(x, text, d, decode=tok.decode)
@@ -220,3 +236,25 @@ def test_camera_phrase_is_whitened_and_conditions_every_token():
         a = m.denoise(x, t, torch.cat([text, left.expand(2, -1)], 1))
         b = m.denoise(x, t, torch.cat([text, right.expand(2, -1)], 1))
     assert (a - b).abs().amax((1, 2, 3, 4)).min() > 1e-4  # in every sample
+
+
+def test_camera_field_is_the_named_motion_per_cell_since_the_anchor_and_conditions():
+    code = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # pan left; zoom out
+    t = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.0, 0.5]])  # 1 and 2 given frames
+    f = camera_field(code, t, 4, 4)  # (B, 2, T, H, W)
+    assert f.shape == (2, 2, 3, 4, 4)
+    assert not f[0, :, 0].any() and not f[1, :, :2].any()  # given frames: no displacement
+    assert torch.equal(f[0, 0, 2], 2 * f[0, 0, 1]) and (f[0, 0, 1] == 1).all()  # uniform
+    assert not f[0, 1].any()
+    # zoom out: content moves towards the centre, in proportion to the distance from it
+    assert (f[1, 0, 2, :, 0] > 0).all() and (f[1, 0, 2, :, 3] < 0).all()
+    torch.testing.assert_close(f[1, 0, 2, 0], -torch.tensor([-0.75, -0.25, 0.25, 0.75]))
+    assert not camera_field(None, t, 4, 4).any()  # the null caption: no field
+    m = _model(2).eval()
+    x, text = _latents(), torch.randn(2, 771)
+    with torch.no_grad():
+        text[:, 768:] = code
+        a = m.denoise(x, t, text)
+        text[:, 768:] = -code
+        b = m.denoise(x, t, text)
+    assert (a - b)[:, :, 1:].abs().amax((1, 2, 3, 4)).min() > 1e-4  # the code conditions

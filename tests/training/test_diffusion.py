@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 
 from worldmill.training import cli, latents, metrics
-from worldmill.training.camera import camera_phrase, prompt_conditions
+from worldmill.training.camera import camera_phrase, prompt_conditions, reverse_caption
 from worldmill.training.kinds.diffusion import camera_prompts, caption_motion
 from worldmill.training.registry import get_spec
 
@@ -83,7 +84,10 @@ def test_camera_prompts_come_from_captions_naming_a_motion():
     assert camera_phrase("A tilt up over x") == "tilt up"
     assert camera_phrase("a camera panning over coins") is None
     cond = prompt_conditions(["A slow zoom in on z", "a camera panning over coins"])
-    assert cond.shape == (2, 768) and not cond[1, 384:].any() and cond[0, 384:].any()
+    assert cond.shape == (2, 771) and not cond[1, 384:].any() and cond[0, 384:768].any()
+    assert cond[0, 768:].tolist() == [0, 0, 1]  # the motion code: content expands
+    code = prompt_conditions(["A steady pan to the left", "A tilt up over x"])[:, 768:]
+    assert code.tolist() == [[1, 0, 0], [0, 1, 0]]  # content moves right / down
     e = np.zeros(384, np.float32)
     text = {"a": ("A slow pan to the right over x", e), "b": ("A slow pan to the right over y", e),
             "c": ("A slow zoom in on z", e), "d": ("no motion named", e)}  # fmt: skip
@@ -123,3 +127,40 @@ def test_camera_estimator_reads_slow_motion_one_latent_frame_apart():
     # 0.4 px per frame: what the world corpus's slowest pans give at 96 px
     for motion in MOTIONS:
         assert estimate_camera(_filmed(motion), 24.0, stride=4) == motion, motion
+
+
+def test_reversed_windows_play_backwards_with_the_camera_words_swapped():
+    from types import SimpleNamespace
+
+    from worldmill.training.kinds.diffusion import ReversibleWindowStream
+
+    assert (
+        reverse_caption("A steady pan to the left across x.")
+        == "A steady pan to the right across x."
+    )
+    assert reverse_caption("A slow zoom out from y") == "A slow zoom in from y"
+    assert reverse_caption("A tilt up over z") == "A tilt down over z"
+    assert reverse_caption("A static shot of a dog") == "A static shot of a dog"
+    rng = np.random.default_rng(0)
+    refs = [SimpleNamespace(clip_id=f"c{i}") for i in range(3)]
+    text = {r.clip_id: ("caption", rng.normal(size=5).astype(np.float32)) for r in refs}
+    back = {r.clip_id: rng.normal(size=5).astype(np.float32) for r in refs}
+
+    def stream(prob):
+        s = ReversibleWindowStream(refs, text, 4, 3, 2, reverse_prob=prob, reversed_text=back)
+        for r in refs:  # (C, T', H', W') latents, as the cache holds them
+            s.cache._c[r.clip_id] = rng.normal(size=(2, 3, 2, 2)).astype(np.float32)
+        return s
+
+    fwd, rev, half = stream(0.0), stream(1.0), stream(0.5)
+    for s in (rev, half):
+        s.cache._c = fwd.cache._c
+    a, b, c = fwd.batch(0), rev.batch(0), half.batch(0)
+    torch.testing.assert_close(b["x"], a["x"].flip(2))  # (B, C, t, H, W): time reversed
+    ids = [fwd.ref_at(p).clip_id for p in range(4)]
+    torch.testing.assert_close(b["text"], torch.from_numpy(np.stack([back[i] for i in ids])))
+    flipped = [bool((c["x"][i] != a["x"][i]).any()) for i in range(4)]
+    assert any(flipped) and not all(flipped)  # seed 0: some windows of 4 at p = 0.5
+    for i, f in enumerate(flipped):
+        torch.testing.assert_close(c["text"][i], b["text"][i] if f else a["text"][i])
+    torch.testing.assert_close(half.batch(0)["x"], c["x"])  # the same batch again (resume)

@@ -25,6 +25,18 @@ _MOTION = [
     (re.compile(r"\bzoom out\b"), "zoom_out"),
     (re.compile(r"\bstatic shot\b"), "static"),
 ]
+# Each motion as the content motion it causes in the frame, (vx, vy, zoom): the conventions
+# of ``tasks.caption.classify_camera`` (a pan left moves content right, a tilt up moves it
+# down, a zoom in expands it) -- the motion code of ``models/dit.py`` (``MOTION_DIM``).
+MOTION_CODE = {
+    "pan_left": (1.0, 0.0, 0.0),
+    "pan_right": (-1.0, 0.0, 0.0),
+    "tilt_up": (0.0, 1.0, 0.0),
+    "tilt_down": (0.0, -1.0, 0.0),
+    "zoom_in": (0.0, 0.0, 1.0),
+    "zoom_out": (0.0, 0.0, -1.0),
+    "static": (0.0, 0.0, 0.0),
+}
 # Captioner-style prompts, used when no corpus caption names a motion.
 TEMPLATES = {
     "pan_left": "A slow pan to the left across a bright scene.",
@@ -54,12 +66,14 @@ def camera_phrase(caption: str) -> str | None:
 
 
 def prompt_conditions(captions: list[str], embeddings: np.ndarray | None = None) -> np.ndarray:
-    """``(N, 768)`` float32 conditioning of the diffusion kind for prompts ``captions``:
-    each prompt's MiniLM embedding (``embeddings`` ``(N, 384)`` when already computed)
-    followed by the MiniLM embedding of its camera phrase alone (:func:`camera_phrase`;
-    zeros when it names none). In the pooled prompt embedding the few motion words are
-    drowned by the rest (colours, people: RESULTS.md, diffusion round 2); on their own
-    "pan to the left" and "pan to the right" embed far apart."""
+    """``(N, 771)`` float32 conditioning of the diffusion kind for prompts ``captions``:
+    each prompt's MiniLM embedding (``embeddings`` ``(N, 384)`` when already computed),
+    the MiniLM embedding of its camera phrase alone (:func:`camera_phrase`; zeros when it
+    names none) and the motion code of that phrase (:data:`MOTION_CODE`, 3 values; zeros
+    when it names none). In the pooled prompt embedding the few motion words are drowned by
+    the rest (colours, people: RESULTS.md, diffusion round 2); on their own "pan to the
+    left" and "pan to the right" embed far apart, and the code is what the model's per-cell
+    camera field is drawn from (``models/dit.camera_field``)."""
     from worldmill.config import EmbedConfig
     from worldmill.tasks.embed import embed_texts
 
@@ -69,10 +83,32 @@ def prompt_conditions(captions: list[str], embeddings: np.ndarray | None = None)
     known = sorted({p for p in phrases if p})
     table = dict(zip(known, embed_texts(known, EmbedConfig()), strict=True)) if known else {}
     cam = np.zeros_like(embeddings)
+    code = np.zeros((len(captions), len(MOTION_CODE["static"])), np.float32)
     for i, p in enumerate(phrases):
         if p:
             cam[i] = table[p]
-    return np.concatenate([embeddings, cam], 1).astype(np.float32)
+            code[i] = MOTION_CODE[caption_motion(p)]
+    return np.concatenate([embeddings, cam, code], 1).astype(np.float32)
+
+
+# A camera motion played backwards (``reverse_caption``, the diffusion kind's time-reversed
+# training windows).
+REVERSED = {
+    "pan to the left": "pan to the right",
+    "pan to the right": "pan to the left",
+    "tilt up": "tilt down",
+    "tilt down": "tilt up",
+    "zoom in": "zoom out",
+    "zoom out": "zoom in",
+}
+_REVERSE = re.compile(r"\b(" + "|".join(map(re.escape, REVERSED)) + r")\b", re.IGNORECASE)
+
+
+def reverse_caption(caption: str) -> str:
+    """The caption of the clip played backwards: its camera words swapped ("pan to the
+    left" <-> "pan to the right", "tilt up" <-> "tilt down", "zoom in" <-> "zoom out"); a
+    static shot or a caption naming no motion is unchanged."""
+    return _REVERSE.sub(lambda m: REVERSED[m.group(1).lower()], caption)
 
 
 def caption_motion(caption: str) -> str | None:

@@ -9,7 +9,9 @@ rank 0 before training with the tokenizer's latest checkpoint when missing or st
 with every caption's MiniLM embedding; ``--data`` may also name a ``worldmill encode``
 output. Training: random ``data.frames x data.size x data.size`` latent windows; each
 sample gets 0 (Text2World, ``model.t2w_prob``) or 1..frames-1 given leading frames, a
-rectified-flow noise level for the rest and, with ``model.cond_drop``, the null caption.
+rectified-flow noise level for the rest and, with ``model.cond_drop``, the null caption;
+with ``data.reverse_prob`` a window is played backwards with its caption's camera words
+swapped (``ReversibleWindowStream``), so only the camera words tell the motion.
 Fresh runs first measure the cache's per-channel mean / std (``init_model``; saved with the
 weights).
 
@@ -59,6 +61,7 @@ from worldmill.training.camera import (
     caption_motion,
     estimate_camera,
     prompt_conditions,
+    reverse_caption,
 )
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.encode import fit_clip
@@ -86,9 +89,11 @@ class DitModelConfig(StrictModel):
     t1_prob: float | None = Field(None, ge=0, le=1)  # P(t = 1, pure noise) in training
     given_inputs: bool | None = None  # tokens also read the anchor + its change (Video2World)
     anchor_gradients: bool | None = None  # ... and the anchor's spatial derivatives
+    camera_field: bool | None = None  # ... and the prompt's camera displacement per cell
     camera_dim: int | None = Field(None, ge=0)  # camera-phrase embedding -> adaLN; 0 = off
     pixel_loss: float | None = Field(None, ge=0)  # weight of the decoded-pixel x0 MSE; 0 = off
     pixel_samples: int | None = Field(None, ge=1)  # samples per rank and step that get it
+    pixel_first: int | None = Field(None, ge=0)  # ... of them with the fewest given frames
     loss_weight: Literal["variance", "uniform"] | None = None  # x0 MSE per channel
     backend: Literal["megatron", "torch"] = "megatron"
 
@@ -104,6 +109,12 @@ class LatentDataConfig(StrictModel):
     batch_size: int = Field(8, ge=1)  # windows per rank per step
     holdout: int = Field(4, ge=1)  # clips held out, whole source videos
     random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
+    # P(a training window is played backwards, with its caption's camera words swapped:
+    # ``camera.reverse_caption``). A clip's content and caption otherwise tell its motion,
+    # and the model learnt each training clip's own move instead of the one its prompt
+    # names (RESULTS.md, diffusion round 4); reversed, the same content and caption come
+    # with both directions and only the camera words decide which.
+    reverse_prob: float = Field(0.5, ge=0, le=1)
     tokens_dir: str = ""  # latent cache; "" = RUN/tokens
 
 
@@ -148,14 +159,17 @@ class DiffusionTrainConfig(TrainConfig):
 
     @classmethod
     def from_run(cls, data: dict) -> DiffusionTrainConfig:
-        """A run's config.json from before the camera-phrase conditioning, the pixel loss
-        and the anchor gradients lacks ``model.camera_dim`` / ``pixel_loss`` /
-        ``anchor_gradients`` (a fresh run's file has them, null when unset): it is rebuilt
-        as it was trained, without them."""
+        """A run's config.json from before the camera-phrase conditioning, the pixel loss,
+        the anchor gradients or the camera field lacks ``model.camera_dim`` / ``pixel_loss``
+        / ``anchor_gradients`` / ``camera_field`` (a fresh run's file has them, null when
+        unset): it is rebuilt as it was trained, without them."""
         model = dict(data.get("model", {}))
-        for key in ("camera_dim", "pixel_loss", "anchor_gradients"):
+        if "pixel_first" not in model and model.get("pixel_samples") is None:
+            model["pixel_samples"] = 2  # the default before the first-frame sample
+        for key in ("camera_dim", "pixel_loss", "anchor_gradients", "camera_field", "pixel_first"):
             model.setdefault(key, 0)
-        return cls.model_validate({**data, "model": model})
+        data_ = {"reverse_prob": 0.0, **data.get("data", {})}  # ... and time reversal
+        return cls.model_validate({**data, "model": model, "data": data_})
 
 
 def tokenizer_channels(tokenizer_run: str | Path) -> int:
@@ -180,9 +194,9 @@ def model_config(cfg: DiffusionTrainConfig, channels: int) -> DiTConfig:
 
 class LatentData(TokenData):
     """``ar``'s token-cache data, over CV latents: ``batch(step)`` ->
-    ``{"x": (B, C, frames, size, size) float32, "text": (B, 768)}``, the text being each
-    caption's conditioning (``camera.prompt_conditions``: its MiniLM embedding, then its
-    camera phrase's)."""
+    ``{"x": (B, C, frames, size, size) float32, "text": (B, 771)}``, the text being each
+    caption's conditioning (``camera.prompt_conditions``: its MiniLM embedding, its camera
+    phrase's, the phrase's motion code)."""
 
     array = "latent"
 
@@ -194,6 +208,39 @@ class LatentData(TokenData):
         )
         for i, cond in zip(ids, conds, strict=True):  # the stream reads this same dict
             self.text[i] = (self.text[i][0], cond)
+        d = cfg.data
+        reversed_ = {}
+        if d.reverse_prob > 0:
+            back = prompt_conditions([reverse_caption(self.text[i][0]) for i in ids])
+            reversed_ = dict(zip(ids, back, strict=True))
+        self.stream = ReversibleWindowStream(
+            self.train_refs, self.text, d.batch_size, d.frames, d.size, seed=cfg.run.seed,
+            rank=ctx.rank, world=ctx.world, random_start=d.random_start,
+            reverse_prob=d.reverse_prob, reversed_text=reversed_,
+        )  # fmt: skip
+
+
+class ReversibleWindowStream(latents.ResumableWindowStream):
+    """``ResumableWindowStream`` whose windows are, with probability ``reverse_prob`` each,
+    played backwards (latent frames in reverse order) and conditioned on
+    ``reversed_text[clip_id]`` (the conditioning of the caption with its camera words
+    swapped). Drawn per stream position, so a resumed run reads the same batches."""
+
+    def __init__(self, *args, reverse_prob: float = 0.0, reversed_text=None, **kw):
+        super().__init__(*args, **kw)
+        self.reverse_prob, self.reversed_text = reverse_prob, reversed_text or {}
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        out = super().batch(step)
+        if self.reverse_prob <= 0:
+            return out
+        start = self.position(step) + self.rank * self.b
+        for i, p in enumerate(range(start, start + self.b)):
+            g = torch.Generator().manual_seed(self.seed * 7_919 + p + 104_729)
+            if float(torch.rand(1, generator=g)) < self.reverse_prob:
+                out["x"][i] = out["x"][i].flip(1)  # (C, t, H, W): time reversed
+                out["text"][i] = torch.from_numpy(self.reversed_text[self.ref_at(p).clip_id])
+        return out
 
 
 # -- the spec --------------------------------------------------------------------------------
@@ -250,7 +297,8 @@ class DiffusionSpec(Spec):
         ctx.log(f"latent stats over {len(arrs)} clips: std {[round(float(s), 3) for s in std]}")
         if dit.cfg.camera_dim:  # whitening of the training captions' camera phrases
             conds = np.stack([data_.text[r.clip_id][1] for r in data_.train_refs])
-            dit.set_camera_stats(torch.from_numpy(conds[:, dit.cfg.text_dim :]))
+            phrase = conds[:, dit.cfg.text_dim : dit.cfg.text_dim + dit.cfg.camera_dim]
+            dit.set_camera_stats(torch.from_numpy(phrase))
 
     def step(self, model, batch: dict, ctx: RunContext):
         x, text = batch["x"].to(ctx.device), batch["text"].to(ctx.device)

@@ -25,11 +25,17 @@ import numpy as np
 from worldmill.rollouts.record import RolloutsConfig, episode_seeds, run_episode
 from worldmill.rollouts.registry import make_env
 
-POLICIES = {  # name -> (actions, min_repeat, max_repeat)
-    "all 15, hold 1-8 (round 1-2)": ("all", 1, 8),
-    "distinct 6, hold 1-8": ("distinct", 1, 8),
-    "distinct 6, hold 4-16 (default since round 3)": ("distinct", 4, 16),
-    "distinct 6, hold 8-24": ("distinct", 8, 24),
+POLICIES = {  # name -> (actions, min_repeat, max_repeat, frame_skip); holds in agent steps
+    "all 15, hold 1-8 (round 1-2)": ("all", 1, 8, 1),
+    "distinct 6, hold 1-8": ("distinct", 1, 8, 1),
+    "distinct 6, hold 4-16 (round 3)": ("distinct", 4, 16, 1),
+    "distinct 6, hold 8-24": ("distinct", 8, 24, 1),
+    "distinct 6, hold 4-16, skip 2": ("distinct", 4, 16, 2),
+    "distinct 6, hold 4-16, skip 3": ("distinct", 4, 16, 3),
+    "distinct 6, hold 4-16, skip 4": ("distinct", 4, 16, 4),
+    "distinct 6, hold 2-8, skip 2": ("distinct", 2, 8, 2),
+    "distinct 6, hold 2-8, skip 4": ("distinct", 2, 8, 4),
+    "distinct 6, hold 1-8, skip 4": ("distinct", 1, 8, 4),
 }
 
 
@@ -51,16 +57,17 @@ def features(frames: np.ndarray) -> np.ndarray:
     return np.asarray(rows, np.float32)
 
 
-def probe(policy: tuple[str, int, int], episodes: int, steps: int) -> dict:
+def probe(policy: tuple[str, int, int, int], episodes: int, steps: int) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    which, lo, hi = policy
+    which, lo, hi, skip = policy
     cfg = RolloutsConfig(
-        env="coinrun", episodes=episodes, steps=steps, actions=which, min_repeat=lo, max_repeat=hi
-    )
+        env="coinrun", episodes=episodes, steps=steps, actions=which, min_repeat=lo,
+        max_repeat=hi, frame_skip=skip,
+    )  # fmt: skip
     env = make_env("coinrun", 64)
     xs, ys, frames = [], [], 0
     try:
@@ -92,9 +99,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--only", default="", help="run the policies whose name contains this")
     a = ap.parse_args(argv)
     res = {}
     for name, pol in POLICIES.items():
+        if a.only not in name:
+            continue
         res[name] = probe(pol, a.episodes, a.steps)
         print(name, json.dumps(res[name]), flush=True)
     return res

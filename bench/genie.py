@@ -1,10 +1,10 @@
 """The CPU-sized Genie run on CoinRun, end to end through the real CLI, and its figures.
 
-    .venv/bin/python bench/genie.py --out /tmp/genie [--episodes 20] [--steps 300]
+    .venv/bin/python bench/genie.py --out /tmp/genie [--episodes 64] [--steps 300]
 
 1. ``worldmill rollouts coinrun --episodes N --steps T`` (64x64; the default sticky random
    policy: CoinRun's 6 actions with distinct effects, each held for 4-16 frames; CoinRun's
-   default frame skip: every frame is FRAME_SKIP simulator steps under its action)
+   default frame skip 3: every frame is 3 simulator steps under its action)
 2. ``worldmill curate`` with ``configs/rollouts.yaml`` minus the caption stage (captions
    are not used by Genie and cost most of the curate time on CPU): clips of CLIP_FRAMES
    frames (the clip length in seconds follows the rollouts' fps) + actions
@@ -65,7 +65,7 @@ def stage(name: str, cmd: list[str], done: bool, times: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--episodes", type=int, default=64)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--frame-skip", type=int, default=None, help="default: the env's")
     ap.add_argument("--no-prefect", action="store_true", help="train without the Prefect flow")

@@ -33,9 +33,8 @@ POLICIES = {  # name -> (actions, min_repeat, max_repeat, frame_skip); holds in 
     "distinct 6, hold 4-16, skip 2": ("distinct", 4, 16, 2),
     "distinct 6, hold 4-16, skip 3": ("distinct", 4, 16, 3),
     "distinct 6, hold 4-16, skip 4": ("distinct", 4, 16, 4),
-    "distinct 6, hold 2-8, skip 2": ("distinct", 2, 8, 2),
-    "distinct 6, hold 2-8, skip 4": ("distinct", 2, 8, 4),
-    "distinct 6, hold 1-8, skip 4": ("distinct", 1, 8, 4),
+    "distinct 6, hold 2-8, skip 3": ("distinct", 2, 8, 3),
+    "distinct 6, hold 8-24, skip 3": ("distinct", 8, 24, 3),
 }
 
 

@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--frame-skip", type=int, default=None,
         help="simulator steps per recorded frame, under its action (default: the env's; "
-        "CoinRun FRAME_SKIP, others 1); holds count frames",
+        "CoinRun 3, others 1); holds count frames",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64, help="square frame side in pixels")

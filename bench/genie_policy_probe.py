@@ -1,8 +1,9 @@
 """How readable is the CoinRun action from the frames, per rollout policy? (no training)
 
-    .venv/bin/python bench/genie_policy_probe.py [--episodes 20] [--steps 300]
+    .venv/bin/python bench/genie_policy_probe.py [--episodes 48] [--steps 300] [--only TEXT]
 
-For each policy (which actions, how long a sticky hold lasts) it plays the episodes
+For each policy (which actions, how long a sticky hold lasts, how many simulator steps a
+recorded frame spans: ``--frame-skip``) it plays the episodes
 ``bench/genie.py`` records (``worldmill rollouts coinrun``, seed 0; frames kept in memory,
 no mp4), measures hand-made motion features per transition t -> t+1 -- the global shift
 (phase correlation: CoinRun's camera follows the agent, so the agent's motion is a scroll
@@ -31,7 +32,7 @@ POLICIES = {  # name -> (actions, min_repeat, max_repeat, frame_skip); holds in 
     "distinct 6, hold 4-16 (round 3)": ("distinct", 4, 16, 1),
     "distinct 6, hold 8-24": ("distinct", 8, 24, 1),
     "distinct 6, hold 4-16, skip 2": ("distinct", 4, 16, 2),
-    "distinct 6, hold 4-16, skip 3": ("distinct", 4, 16, 3),
+    "distinct 6, hold 4-16, skip 3 (default since round 4)": ("distinct", 4, 16, 3),
     "distinct 6, hold 4-16, skip 4": ("distinct", 4, 16, 4),
     "distinct 6, hold 2-8, skip 3": ("distinct", 2, 8, 3),
     "distinct 6, hold 8-24, skip 3": ("distinct", 8, 24, 3),
@@ -96,7 +97,7 @@ def probe(policy: tuple[str, int, int, int], episodes: int, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--episodes", type=int, default=48)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--only", default="", help="run the policies whose name contains this")
     a = ap.parse_args(argv)

@@ -8,8 +8,8 @@ frames better than random ones (``delta_t_psnr > 0``) and say which simulator ac
 taken (probe accuracy > 2x the majority-class rate). Figures and minutes: bench/RESULTS.md.
 
 Met since round 4 (frame skip 3, 60 held-out clips): delta_t_psnr +0.08 dB on 150 windows
-(argmax tokens; +0.22 drawn) and a probe at 0.452 vs chance 0.205 (2.2x) -- both by thin
-margins, so a drift in any stage can flip them. Round 3 had -0.17 dB and 0.353 vs 0.258.
+(argmax tokens; +0.22 drawn; standard error ~0.07 dB) and a probe at 0.452 vs chance 0.205
+(2.2x) -- both by thin margins, so a drift in any stage can flip them. Round 3 had -0.17 dB and 0.353 vs 0.258.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """How readable is the CoinRun action from the frames, per rollout policy? (no training)
 
-    .venv/bin/python bench/genie_policy_probe.py [--episodes 20] [--steps 300]
+    .venv/bin/python bench/genie_policy_probe.py [--episodes 48] [--steps 300] [--only TEXT]
 
-For each policy (which actions, how long a sticky hold lasts) it plays the episodes
+For each policy (which actions, how long a sticky hold lasts, how many simulator steps a
+recorded frame spans: ``--frame-skip``) it plays the episodes
 ``bench/genie.py`` records (``worldmill rollouts coinrun``, seed 0; frames kept in memory,
 no mp4), measures hand-made motion features per transition t -> t+1 -- the global shift
 (phase correlation: CoinRun's camera follows the agent, so the agent's motion is a scroll
@@ -25,11 +26,16 @@ import numpy as np
 from worldmill.rollouts.record import RolloutsConfig, episode_seeds, run_episode
 from worldmill.rollouts.registry import make_env
 
-POLICIES = {  # name -> (actions, min_repeat, max_repeat)
-    "all 15, hold 1-8 (round 1-2)": ("all", 1, 8),
-    "distinct 6, hold 1-8": ("distinct", 1, 8),
-    "distinct 6, hold 4-16 (default since round 3)": ("distinct", 4, 16),
-    "distinct 6, hold 8-24": ("distinct", 8, 24),
+POLICIES = {  # name -> (actions, min_repeat, max_repeat, frame_skip); holds in agent steps
+    "all 15, hold 1-8 (round 1-2)": ("all", 1, 8, 1),
+    "distinct 6, hold 1-8": ("distinct", 1, 8, 1),
+    "distinct 6, hold 4-16 (round 3)": ("distinct", 4, 16, 1),
+    "distinct 6, hold 8-24": ("distinct", 8, 24, 1),
+    "distinct 6, hold 4-16, skip 2": ("distinct", 4, 16, 2),
+    "distinct 6, hold 4-16, skip 3 (default since round 4)": ("distinct", 4, 16, 3),
+    "distinct 6, hold 4-16, skip 4": ("distinct", 4, 16, 4),
+    "distinct 6, hold 2-8, skip 3": ("distinct", 2, 8, 3),
+    "distinct 6, hold 8-24, skip 3": ("distinct", 8, 24, 3),
 }
 
 
@@ -51,16 +57,17 @@ def features(frames: np.ndarray) -> np.ndarray:
     return np.asarray(rows, np.float32)
 
 
-def probe(policy: tuple[str, int, int], episodes: int, steps: int) -> dict:
+def probe(policy: tuple[str, int, int, int], episodes: int, steps: int) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    which, lo, hi = policy
+    which, lo, hi, skip = policy
     cfg = RolloutsConfig(
-        env="coinrun", episodes=episodes, steps=steps, actions=which, min_repeat=lo, max_repeat=hi
-    )
+        env="coinrun", episodes=episodes, steps=steps, actions=which, min_repeat=lo,
+        max_repeat=hi, frame_skip=skip,
+    )  # fmt: skip
     env = make_env("coinrun", 64)
     xs, ys, frames = [], [], 0
     try:
@@ -90,11 +97,14 @@ def probe(policy: tuple[str, int, int], episodes: int, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--episodes", type=int, default=48)
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--only", default="", help="run the policies whose name contains this")
     a = ap.parse_args(argv)
     res = {}
     for name, pol in POLICIES.items():
+        if a.only not in name:
+            continue
         res[name] = probe(pol, a.episodes, a.steps)
         print(name, json.dumps(res[name]), flush=True)
     return res

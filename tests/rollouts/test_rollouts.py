@@ -16,6 +16,7 @@ from worldmill.rollouts import RolloutsConfig, SimulatorUnavailable, make_env, r
 from worldmill.rollouts.cli import main as rollouts_main
 from worldmill.rollouts.policies import make_policy
 from worldmill.rollouts.procgen import ACTION_NAMES, DISTINCT_ACTIONS
+from worldmill.rollouts.record import episode_seeds, run_episode
 from worldmill.rollouts.registry import ActionSpace
 
 STEPS = 16
@@ -196,3 +197,28 @@ def test_rerun_with_fewer_episodes_leaves_no_stale_episode(tmp_path):
         "ep_000000.actions.npy", "ep_000000.dones.npy", "ep_000000.mp4",
         "ep_000000.rewards.npy", "manifest.json",
     ]  # fmt: skip
+
+
+def test_frame_skip_repeats_each_action_for_k_simulator_steps(tmp_path):
+    """A recorded frame is every K-th simulator frame under its action held K steps, the
+    mp4 plays at the env's rate / K, and the manifest says so; a bad K names the key."""
+    m = rollouts(
+        RolloutsConfig(env="coinrun", episodes=1, steps=STEPS, out=str(tmp_path), frame_skip=3)
+    )
+    assert (m["frame_skip"], m["fps"], m["env_fps"]) == (3, 5.0, 15.0)
+    assert probe(str(tmp_path / "ep_000000.mp4")).fps == pytest.approx(5.0)
+    acts = np.load(tmp_path / "ep_000000.actions.npy")
+    cfg = RolloutsConfig(env="coinrun", steps=STEPS, frame_skip=3)
+    env = make_env("coinrun", 64)
+    try:
+        ep = run_episode(env, cfg, *episode_seeds(0, 0))  # the recorded episode, in memory
+        sim = [env.reset(m["episodes"][0]["env_seed"])]
+        for a in acts:
+            for _ in range(3):
+                sim.append(env.step(int(a))[0])
+    finally:
+        env.close()
+    assert np.array_equal(np.asarray(ep.actions), acts)
+    assert np.array_equal(np.stack(ep.frames), np.stack(sim[: 3 * len(acts) : 3]))
+    assert not np.array_equal(np.stack(ep.frames), np.stack(sim[: len(acts)])), "not K = 1"
+    assert rollouts_main(["pong", "--frame-skip", "0", "--out", str(tmp_path / "o")]) == 2

@@ -1,5 +1,6 @@
 """``worldmill rollouts ENV --episodes N --steps T --out DIR [--policy sticky|random]
-[--actions distinct|all] [--min-repeat A] [--max-repeat B] [--seed S] [--size 64] [--crf 10]``.
+[--actions distinct|all] [--min-repeat A] [--max-repeat B] [--frame-skip K] [--seed S]
+[--size 64] [--crf 10]``.
 
 Exit codes: 0 done; 2 bad arguments (an unknown ENV lists the valid names; a bad value names
 its key), nothing written; 1 the simulator cannot be imported or started (the message names
@@ -35,6 +36,11 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--min-repeat", type=int, default=MIN_REPEAT, help="sticky: shortest hold")
     p.add_argument("--max-repeat", type=int, default=MAX_REPEAT, help="sticky: longest hold")
+    p.add_argument(
+        "--frame-skip", type=int, default=None,
+        help="simulator steps per recorded frame, under its action (default: the env's; "
+        "CoinRun 3, others 1); holds count frames",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64, help="square frame side in pixels")
     p.add_argument("--crf", type=int, default=10, help="libx264 crf (0 = lossless)")

@@ -28,7 +28,13 @@ ACTION_NAMES = (
 # (otherwise it is ``noop``, as ``left+down`` is ``left``), and the keys d..e do nothing, so
 # a policy over all 15 takes a no-op 7 times in 15 and two ids for every other effect.
 DISTINCT_ACTIONS = (1, 7, 5, 2, 8, 4)  # left, right, up (jump), left+up, right+up, noop
-FPS = 15.0  # procgen's interactive rate
+FPS = 15.0  # procgen's interactive rate (simulator steps per second)
+# Simulator steps per recorded frame (action repeat, as Atari's frame skip 4): CoinRun's
+# ground speed follows the stick with a time constant of ~5 steps, air control is weak and
+# a jump lasts ~15 steps, so one 1/15 s transition mostly shows the previous actions'
+# momentum. At 3 steps a frame a motion reader tells the 6 actions apart ~2.6x as often as
+# the majority class, 2.1x at 1 (bench/genie_policy_probe.py, bench/RESULTS.md genie4).
+FRAME_SKIP = 3
 DISTRIBUTION_MODE = "hard"  # what Genie's CoinRun case study used
 
 
@@ -36,6 +42,7 @@ class CoinRun:
     """One CoinRun level per episode (see the module docstring for seeding)."""
 
     fps = FPS
+    frame_skip = FRAME_SKIP  # the default of `worldmill rollouts coinrun --frame-skip`
     action_space = ActionSpace("discrete", n=len(ACTION_NAMES), names=ACTION_NAMES)
     distinct_actions = DISTINCT_ACTIONS  # what `--actions distinct` (the default) draws from
 

@@ -4,6 +4,7 @@ done flags, and ``DIR/manifest.json``.
 Layout of ``DIR``::
 
     ep_000000.mp4           H.264 (libx264, crf 10 by default), one frame per agent step
+                            (``frame_skip`` simulator steps: fps = the env's rate / frame_skip)
     ep_000000.actions.npy   (T,) int64 for discrete envs, (T, D) float32 for continuous
     ep_000000.rewards.npy   (T,) float32
     ep_000000.dones.npy     (T,) bool
@@ -55,6 +56,10 @@ class RolloutsConfig(StrictModel):
     actions: Literal["distinct", "all"] = "distinct"
     min_repeat: int = Field(MIN_REPEAT, ge=1)  # sticky: shortest hold, steps
     max_repeat: int = Field(MAX_REPEAT, ge=1)  # sticky: longest hold, steps
+    # simulator steps per recorded frame, all under the frame's action (Atari's frame skip /
+    # action repeat); None = the env's default (CoinRun: FRAME_SKIP, the rest 1). Sticky
+    # holds count recorded frames (agent steps), so a hold lasts repeat x frame_skip steps.
+    frame_skip: int | None = Field(None, ge=1, le=16)
     seed: int = Field(0, ge=0)
     size: int = Field(64, ge=16, le=1024)  # frame side in pixels (square frames)
     crf: int = Field(10, ge=0, le=51)  # libx264 quality; 0 = lossless (in yuv420p)
@@ -88,19 +93,32 @@ def policy_actions(env: Env, which: str) -> tuple[int, ...] | None:
     return getattr(env, "distinct_actions", None) if which == "distinct" else None
 
 
+def frame_skip(env: Env, cfg: RolloutsConfig) -> int:
+    """Simulator steps per recorded frame: ``cfg.frame_skip``, else the env's default."""
+    return cfg.frame_skip or getattr(env, "frame_skip", 1)
+
+
 def run_episode(env: Env, cfg: RolloutsConfig, env_seed: int, rng) -> Episode:
-    """Play one episode of at most ``cfg.steps`` actions."""
+    """Play one episode of at most ``cfg.steps`` actions (agent steps); each action is
+    applied for ``frame_skip`` simulator steps, its rewards summed, and the episode ends
+    at the first done inside them."""
     act = make_policy(
         cfg.policy, env.action_space, rng, cfg.max_repeat, cfg.min_repeat,
         policy_actions(env, cfg.actions),
     )  # fmt: skip
+    skip = frame_skip(env, cfg)
     ep = Episode()
     frame = env.reset(env_seed)
     for _ in range(cfg.steps):
         a = act()
         ep.frames.append(frame)
         ep.actions.append(a)
-        frame, reward, done = env.step(a)
+        reward, done = 0.0, False
+        for _ in range(skip):
+            frame, r, done = env.step(a)
+            reward += r
+            if done:
+                break
         ep.rewards.append(reward)
         ep.dones.append(done)
         if done:
@@ -136,11 +154,14 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def write_episode(out: Path, name: str, ep: Episode, env: Env, crf: int) -> dict[str, Any]:
-    """Write one episode's files; returns its manifest entry."""
+def write_episode(
+    out: Path, name: str, ep: Episode, env: Env, crf: int, fps: float | None = None
+) -> dict[str, Any]:
+    """Write one episode's files (the mp4 at ``fps``, default ``env.fps``); returns its
+    manifest entry."""
     space = env.action_space
     actions = np.asarray(ep.actions, dtype=space.dtype).reshape(len(ep.actions), *space.shape)
-    encode_mp4(ep.frames, out / f"{name}.mp4", env.fps, crf)
+    encode_mp4(ep.frames, out / f"{name}.mp4", fps or env.fps, crf)
     _save_npy(out / f"{name}.actions.npy", actions)
     _save_npy(out / f"{name}.rewards.npy", np.asarray(ep.rewards, np.float32))
     _save_npy(out / f"{name}.dones.npy", np.asarray(ep.dones, bool))
@@ -174,6 +195,8 @@ def rollouts(cfg: RolloutsConfig) -> dict[str, Any]:
     plus ``timing`` (seconds simulating and encoding; not written to the manifest)."""
     out = Path(cfg.out)
     env = make_env(cfg.env, cfg.size)  # UnknownEnv / SimulatorUnavailable before any file
+    skip = frame_skip(env, cfg)
+    fps = env.fps / skip  # one frame per agent step: game time runs at the simulator's rate
     out.mkdir(parents=True, exist_ok=True)
     entries, sim_s, enc_s, frames = [], 0.0, 0.0, 0
     try:
@@ -182,7 +205,7 @@ def rollouts(cfg: RolloutsConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             ep = run_episode(env, cfg, env_seed, rng)
             t1 = time.perf_counter()
-            entry = write_episode(out, f"ep_{i:06d}", ep, env, cfg.crf)
+            entry = write_episode(out, f"ep_{i:06d}", ep, env, cfg.crf, fps)
             enc_s += time.perf_counter() - t1
             sim_s += t1 - t0
             frames += len(ep.frames)
@@ -199,7 +222,9 @@ def rollouts(cfg: RolloutsConfig) -> dict[str, Any]:
         "steps": cfg.steps,
         "size": cfg.size,
         "crf": cfg.crf,
-        "fps": env.fps,
+        "fps": fps,
+        "frame_skip": skip,  # simulator steps per frame (and per action), at env_fps
+        "env_fps": env.fps,
         "action_space": env.action_space.to_json(),
         "alignment": "frame t is observed before actions[t]; rewards[t], dones[t] follow it",
         "n_episodes": len(entries),

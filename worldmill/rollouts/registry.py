@@ -64,7 +64,8 @@ class ActionSpace:
 class Env(Protocol):
     """One simulator instance; frames are ``(size, size, 3)`` uint8 RGB."""
 
-    fps: float  # playback rate of the mp4: one frame per agent step
+    fps: float  # simulator steps per second; the mp4 plays fps / frame_skip (one frame per agent step)
+    # optional ``frame_skip: int``: simulator steps per recorded frame by default (1 if absent)
     action_space: ActionSpace
     # discrete ids whose effects differ (what `--actions distinct` draws from); None = all
     distinct_actions: tuple[int, ...] | None

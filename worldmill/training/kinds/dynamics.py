@@ -11,7 +11,7 @@ both upstream checkpoints are unchanged (``worldmill.genie.data.ensure_cache``).
 windows of ``data.frames`` frames, MaskGIT masking with r ~ U(``data.mask_min``, 1).
 
 Evaluation (``metrics.json``, held-out clips = whole episodes, also held out of the LAM run
-when its ``data.holdout`` is the same): from the first frame of windows every 10 frames,
+when its ``data.holdout`` is the same): from the first frame of windows every 5 frames,
 ``eval.horizon`` frames are generated (MaskGIT, ``sample.steps`` / ``sample.temperature``)
 twice -- with the latent actions the LAM infers from the real video, and with uniformly
 random ones -- decoded by the tokenizer and compared with the real frames:
@@ -64,7 +64,7 @@ class DynModelConfig(StrictModel):
 class DynDataConfig(StrictModel):
     frames: int = Field(6, ge=2)  # frames per training window = the model's context
     batch_size: int = Field(8, ge=1)  # windows per rank per step
-    holdout: int = Field(30, ge=1)  # clips held out (whole episodes); keep = the LAM run's
+    holdout: int = Field(60, ge=1)  # clips held out (whole episodes); keep = the LAM run's
     mask_min: float = Field(0.5, ge=0, le=1)  # MaskGIT mask rate r ~ U(mask_min, 1)
     # P(only the last frame is masked), as at generation: 1 by default (at 0.5 the CPU-sized
     # model learnt to fill masked context and copied the previous frame worse)
@@ -89,7 +89,8 @@ class GenieSampleConfig(StrictModel):
 class GenieEvalConfig(StrictModel):
     horizon: int = Field(8, ge=1)  # generated frames per held-out window
     delta_t: int = Field(4, ge=1)  # the t of delta_t_psnr
-    stride: int = Field(10, ge=1)  # window starts every `stride` frames of a held-out clip
+    # window starts every `stride` frames of a held-out clip: 5 gives 5 windows a 30-frame clip
+    stride: int = Field(5, ge=1)
 
 
 class DynamicsTrainConfig(TrainConfig):
@@ -105,7 +106,11 @@ class DynamicsTrainConfig(TrainConfig):
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, pca_init_clips=0)
     )
-    run: RunConfig = Field(default_factory=lambda: RunConfig(steps=300, checkpoint_every=100))
+    # Δt on the first 30 held-out clips (150 windows; at 16 clips and stride 10 its sign was
+    # noise); the action probe uses every held-out clip
+    run: RunConfig = Field(
+        default_factory=lambda: RunConfig(steps=600, checkpoint_every=200, eval_max_clips=30)
+    )
 
 
 def upstream_shapes(tokenizer_run: str | Path, lam_run: str | Path) -> dict:

@@ -86,7 +86,6 @@ class Decoded:
     fps: float  # frame rate of ``analysis`` and the spool
     spool: Spool
     stage_frames: np.ndarray | None  # (N, h4, STAGE_WIDTH, 3) RGB at STAGE_FPS (memory map)
-
     source: str = ""  # the decoded video's path: what a view decodes for frames not put in it
 
     def clip_view(self, clip: Clip) -> ClipView:

@@ -53,10 +53,10 @@ from prefect import task
 
 from worldmill.config import ShardConfig
 from worldmill.shards import write_tar_index
+from worldmill.tasks.actions import actions_npy
 
 if TYPE_CHECKING:
     from webdataset import TarWriter
-from worldmill.tasks.actions import actions_npy
 
 MANIFEST = "manifest.json"
 NV_META = ".nv-meta"

@@ -161,7 +161,7 @@ def _segment_pass(
     ]
     cmd += [*vf, *encoder_args(cfg)]
     try:
-        produced = _segments(cmd, [f"{t:.3f}" for t in times], fps, end, len(bounds) - 1, tmp)
+        produced = _segments(cmd, src, [f"{t:.3f}" for t in times], fps, end, len(bounds) - 1, tmp)
         index = {round(b, 3): k for k, b in enumerate(bounds[:-1])}
         for c in clips:
             k = index.get(round(c.start_s, 3))
@@ -175,11 +175,12 @@ def _segment_pass(
 
 
 def _segments(
-    cmd: list[str], times: list[str], fps: float, end: float, expected: int, tmp: Path
+    cmd: list[str], src: str, times: list[str], fps: float, end: float, expected: int, tmp: Path
 ) -> list[Path]:
-    """Run the encoder ``cmd`` (everything up to the output) into the segment muxer, cut
-    at ``times`` (seconds, as text; keyframes forced there), and return the ``expected``
-    segment files of ``tmp`` in order. ``end``: the output's duration (for the timeout)."""
+    """Run the encoder ``cmd`` (everything up to the output; it reads ``src``) into the
+    segment muxer, cut at ``times`` (seconds, as text; keyframes forced there), and return
+    the ``expected`` segment files of ``tmp`` in order. ``end``: the output's duration (for
+    the timeout)."""
     if times:
         ts = ",".join(times)
         cmd = [*cmd, "-force_key_frames", ts, "-f", "segment", "-segment_times", ts]
@@ -189,7 +190,7 @@ def _segments(
     cmd += ["-reset_timestamps", "1", "-segment_format", "mp4", str(tmp / "%05d.mp4")]
     r = subprocess.run(cmd, capture_output=True, timeout=max(600, 10 * end))
     if r.returncode != 0:
-        raise_if_infra(r, cmd[cmd.index("-i") + 1], tmp)
+        raise_if_infra(r, src, tmp)
         raise RuntimeError(_stderr(r) or "ffmpeg failed")
     produced = sorted(tmp.glob("*.mp4"))
     if len(produced) != expected:
@@ -233,7 +234,7 @@ def _spool_pass(spool: Spool, video: Video, clips: list[Clip], out_dir: str, cfg
     cmd = [ffmpeg_bin(), "-v", "error", "-nostdin", "-y", *spool.input_args()]
     cmd += ["-i", str(spool.path), "-map", "0:v:0", *vf, *encoder_args(cfg)]
     try:
-        produced = _segments(cmd, cuts, r, sum(counts) / r, len(clips), tmp)
+        produced = _segments(cmd, str(spool.path), cuts, r, sum(counts) / r, len(clips), tmp)
         for c, seg in zip(clips, produced, strict=True):
             dest = os.path.join(out_dir, f"{c.clip_id}.mp4")
             os.replace(seg, dest)  # OSError (disk, vanished dir) = infrastructure

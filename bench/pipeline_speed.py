@@ -234,6 +234,14 @@ def main() -> int:
         action="store_true",
         help="also run the DAG on the two-decode path (WORLDMILL_ONEPASS=0), after",
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="K=V[,K=V...]",
+        help="also run the DAG with these `curate --set` overrides (repeatable), after",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="run each DAG variant this many times")
     a = ap.parse_args()
     work = Path(a.workdir)
     if a.input:
@@ -282,16 +290,19 @@ def main() -> int:
     w, h = output_size(videos[0], cfg.transcode)
     print(f"ffmpeg decode+encode pass at {w}x{h}: {t_ff:.2f} s wall, {c2 - c1:.1f} CPU s")
 
-    runs = [("one-decode path (default)", "1")]
+    runs = [("one-decode path (default)", "1", [])]
     if a.compare:
-        runs.append(("two-decode path (WORLDMILL_ONEPASS=0)", "0"))
-    for label, onepass in runs:
+        runs.append(("two-decode path (WORLDMILL_ONEPASS=0)", "0", []))
+    for v in a.variant:
+        sets = [x for kv in v.split(",") for x in ("--set", kv.strip())]
+        runs.append((f"one-decode path, --set {v}", "1", sets))
+    for label, onepass, sets in [r for r in runs for _ in range(a.repeat)]:
         dag = work / f"dag{onepass}"
         shutil.rmtree(dag, ignore_errors=True)
         c0 = _child_cpu()
         t0 = time.perf_counter()
         r = subprocess.run(
-            [sys.executable, "-m", "worldmill.cli", "curate", str(raw), "--out", str(dag)],
+            [sys.executable, "-m", "worldmill.cli", "curate", str(raw), "--out", str(dag), *sets],
             capture_output=True,
             text=True,
             env={**os.environ, "WORLDMILL_ONEPASS": onepass},

@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
-from worldmill.cluster import make_task_runner
+from worldmill.cluster import cluster_slots, make_task_runner
 from worldmill.config import CurateConfig
 from worldmill.records import Video
 from worldmill.runlock import run_lock
@@ -94,11 +94,18 @@ def curate_dag(config: CurateConfig) -> dict:
     store.upsert_videos(ing.recorded, run_id)  # failed and duplicate files: final already
     batches = _batches(ing.todo, config.videos_per_task)
     futures = process_video_task.map(batches, unmapped(config))
-    if batches:
-        threading.Thread(target=_prewarm, args=(config,), daemon=True, name="prewarm").start()
+    # The catalogue stages' models load once a task slot has no video left to take (the
+    # run's tail): loaded earlier, they would take CPU from the videos.
+    slots = cluster_slots()
+    log.info("%d new videos in %d tasks on %d task slots", len(ing.todo), len(futures), slots)
+    prewarm_after = len(futures) - slots + 1  # completions until a slot idles
+    if batches and prewarm_after <= 0:
+        _start_prewarm(config)
     batch_of = {id(f): b for f, b in zip(futures, batches, strict=True)}
     done, infra_errors = 0, []
-    for fut in as_completed(futures):
+    for n, fut in enumerate(as_completed(futures), 1):
+        if n == prewarm_after:
+            _start_prewarm(config)
         try:
             fut.result()
         except Exception as e:  # infrastructure failure after retries: keep the rest
@@ -145,6 +152,10 @@ def commit_staging(store: Store, run_id: str) -> int:
         path.unlink()
         n += 1
     return n
+
+
+def _start_prewarm(config: CurateConfig) -> None:
+    threading.Thread(target=_prewarm, args=(config,), daemon=True, name="prewarm").start()
 
 
 def _prewarm(config: CurateConfig) -> None:

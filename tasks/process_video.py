@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prefect import task
 
-from worldmill.cluster import limit_threads
+from worldmill.cluster import idle_slots, limit_threads
 from worldmill.config import CurateConfig, StageSpec
 from worldmill.media import ClipView, MediaError
 from worldmill.records import FAILED, OK, Clip, Video
@@ -121,7 +121,11 @@ def _run_stages(clips: list[Clip], views: dict[str, ClipView], cfg: CurateConfig
     visual = VISUAL_STAGE.model_copy(update={"module": cfg.embed.visual_module})
     stages = load_stages([*cfg.stages, visual])
     todo = [c for c in clips if c.clip_id in views]
-    done = {c.clip_id: c for c in run_stages_batch(todo, [views[c.clip_id] for c in todo], stages)}
+    # Alone at the tail of a run (no task waiting for the other slots), this video's
+    # clips use the idle cores too: otherwise the run's last minutes run on one core.
+    threads = min(1 + idle_slots(), os.cpu_count() or 1)
+    views_todo = [views[c.clip_id] for c in todo]
+    done = {c.clip_id: c for c in run_stages_batch(todo, views_todo, stages, threads)}
     return [done.get(c.clip_id, c) for c in clips]
 
 

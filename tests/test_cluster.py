@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 from worldmill.cluster import runner_spec
 from worldmill.config import DaskConfig
 
@@ -56,3 +58,39 @@ def test_limit_threads_caps_library_pools_inside_a_worker_only(monkeypatch):
             assert client.submit(probe).result() == (1, 1, "1")
     finally:
         cv2.setNumThreads(before)
+
+
+_RELEASE = threading.Event()  # thread workers share this process: an in-memory latch
+
+
+def _held_task():
+    from worldmill.cluster import idle_slots
+
+    _RELEASE.wait(30)
+    return idle_slots()
+
+
+def _tail_task():
+    from worldmill.cluster import idle_slots
+
+    return idle_slots()
+
+
+def test_idle_slots_counts_task_slots_no_task_holds():
+    """Two one-thread workers: while the other slot holds a task, a task sees no idle
+    slot; alone at the tail it sees one. Outside a worker: 0, and no client is made.
+    ``cluster_slots`` is the cluster's thread count seen from the submitting side."""
+    from distributed import Client, LocalCluster
+
+    from worldmill.cluster import cluster_slots, idle_slots
+
+    assert idle_slots() == 0
+    _RELEASE.clear()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+        assert cluster_slots() == 2
+        held = client.submit(_held_task, pure=False)
+        assert client.submit(_tail_task, pure=False).result() == 0  # the other slot is held
+        _RELEASE.set()
+        assert held.result() in (0, 1)  # the other task may or may not have left yet
+        assert client.submit(_tail_task, pure=False).result() == 1  # alone: one idle slot

@@ -194,3 +194,26 @@ def test_setup_without_state_argument_is_a_config_error(plugins):
     with pytest.raises(ConfigError, match="state"):
         load_stage(StageSpec(name="nostate", module="wm_no_state"))
     sys.modules.pop("wm_no_state", None)
+
+
+def test_threads_give_the_same_clips_as_one_at_a_time(two_clips):
+    """The built-in stages on several threads (a video alone at a run's tail) score every
+    clip exactly as one at a time: clips are independent and the detectors thread-safe."""
+    names = ("motion", "quality", "text", "visual_embed")
+    stages = load_stages(
+        [
+            *(StageSpec(name=n) for n in names),
+            StageSpec(name="caption", params={"only_kept": False}),
+        ]
+    )
+
+    def run(threads):
+        clips, views = _fresh(two_clips)
+        out = run_stages_batch(clips, views, stages, threads=threads)
+        for c in out:
+            c.extra.pop("stage_seconds")  # wall time, the only thing that may differ
+        return [c.to_dict() for c in out]
+
+    one = run(1)
+    assert all(c["caption"] and "camera_motion" in c["extra"] for c in one)
+    assert run(2) == one

@@ -98,3 +98,28 @@ def limit_threads() -> int:
     cv2.setNumThreads(n)
     os.environ["WORLDMILL_THREADS"] = str(n)
     return n
+
+
+def cluster_slots() -> int:
+    """Task slots (worker threads) of the Dask cluster this flow submits to; the local
+    core count when no client is reachable from here."""
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError, OSError, AttributeError):
+        return os.cpu_count() or 1
+
+
+def idle_slots() -> int:
+    """Inside a Dask task: how many task slots of the cluster no task occupies now (0
+    outside a worker, or when the scheduler cannot say). A task at the tail of a run,
+    when there is no other work left, can use them for its own inner parallelism."""
+    try:
+        from distributed import get_worker
+
+        client = get_worker().client  # outside a worker: ValueError, and no client made
+        busy = sum(len(keys) for keys in client.processing().values())
+        return max(0, sum(client.nthreads().values()) - busy)
+    except Exception:  # noqa: BLE001 -- a hint only: no answer means no extra threads
+        return 0

@@ -43,6 +43,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,12 +298,16 @@ def run_stages(clip: Clip, view: ClipView, stages: list[Stage]) -> Clip:
     return clip
 
 
-def run_stages_batch(clips: list[Clip], views: list[ClipView], stages: list[Stage]) -> list[Clip]:
+def run_stages_batch(
+    clips: list[Clip], views: list[ClipView], stages: list[Stage], threads: int = 1
+) -> list[Clip]:
     """Run every stage on the clips of one video, in stage order.
 
-    Per-clip stages run clip by clip (one clip's decoded frames in memory at a time); a
-    batched stage is a barrier that sees every clip at once. Each view's frame cache is
-    dropped after the per-clip stages before a batch so memory stays bounded.
+    Per-clip stages run clip by clip (one clip's decoded frames in memory at a time, or
+    ``threads`` clips at once); a batched stage is a barrier that sees every clip at once.
+    Each view's frame cache is dropped after the per-clip stages before a batch so memory
+    stays bounded. Clips are independent, so the result does not depend on ``threads``
+    (stages already run concurrently on different videos in thread workers).
     """
     clips = list(clips)
     i = 0
@@ -314,9 +319,20 @@ def run_stages_batch(clips: list[Clip], views: list[ClipView], stages: list[Stag
         j = i
         while j < len(stages) and not stages[j].batched:
             j += 1
-        for k, (c, v) in enumerate(zip(clips, views, strict=True)):
-            clips[k] = run_stages(c, v, stages[i:j])
-            if j < len(stages):
-                v.clear()
+
+        def one(
+            cv: tuple[Clip, ClipView], seg: list[Stage] = stages[i:j], last: bool = j >= len(stages)
+        ) -> Clip:
+            c = run_stages(cv[0], cv[1], seg)
+            if not last:
+                cv[1].clear()
+            return c
+
+        pairs = list(zip(clips, views, strict=True))
+        if threads > 1 and len(pairs) > 1:
+            with ThreadPoolExecutor(min(threads, len(pairs)), "stages") as pool:
+                clips = list(pool.map(one, pairs))
+        else:
+            clips = [one(cv) for cv in pairs]
         i = j
     return clips

@@ -84,7 +84,8 @@ def test_train_ar_reads_a_worldmill_encode_output(shards, dv_tokenizer, tmp_path
         cli.encode_main(["--run", str(dv_tokenizer), "--data", str(shards), "--out", str(enc)]) == 0
     )
     run = tmp_path / "ar"
-    assert _train(enc, dv_tokenizer, run, "run.steps=2") == 0
+    # every window played backwards: the reversed captions embed from the encode output's
+    assert _train(enc, dv_tokenizer, run, "run.steps=2", "data.reverse_prob=1") == 0
     assert not (run / "tokens").exists() and (run / latents.TEXT_FILE).is_file()
     assert json.loads((run / "metrics.json").read_text())["eval_windows"] == 10
 
@@ -100,3 +101,29 @@ def test_train_ar_needs_a_dv_tokenizer_run(shards, tmp_path, capsys):
 def test_bad_ar_value_names_the_key(shards, dv_tokenizer, tmp_path, capsys):
     assert _train(shards, dv_tokenizer, tmp_path / "ar", "model.preset=huge") == 2
     assert "model.preset" in capsys.readouterr().err
+
+
+def test_reversed_token_windows_play_backwards_and_old_runs_load_without_them():
+    from types import SimpleNamespace
+
+    import torch
+
+    from worldmill.training.kinds.ar import ArTrainConfig
+
+    refs = [SimpleNamespace(clip_id=f"c{i}") for i in range(3)]
+    text = {r.clip_id: ("caption", np.full(4, i, np.float32)) for i, r in enumerate(refs)}
+    back = {r.clip_id: -text[r.clip_id][1] for r in refs}
+    streams = [
+        latents.ReversibleWindowStream(refs, text, 4, 3, 2, reverse_prob=p, reversed_text=back)
+        for p in (0.0, 1.0)
+    ]
+    grids = {r.clip_id: np.arange(5 * 3 * 3, dtype=np.int32).reshape(5, 3, 3) for r in refs}
+    for s in streams:
+        s.cache._c.update(grids)  # (T', H', W') token grids, as the cache holds them
+    a, b = (s.batch(0) for s in streams)
+    assert a["x"].dtype == torch.long and a["x"].shape == (4, 3, 2, 2)
+    torch.testing.assert_close(b["x"], a["x"].flip(1))  # (B, t, h, w): time, not rows
+    torch.testing.assert_close(b["text"], -a["text"])
+
+    old = {"kind": "ar", "model": {"copy_radius": 1}, "data": {"frames": 4}}
+    assert ArTrainConfig.from_run(old).data.reverse_prob == 0.0

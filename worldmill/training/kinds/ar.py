@@ -29,6 +29,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch.distributed as dist
 from pydantic import Field
 
@@ -73,6 +74,10 @@ class TokenDataConfig(StrictModel):
     # the validation videos ``sample.calibrate`` fits on and ``val_*`` metrics score. 0 = none.
     val: int = Field(8, ge=0)
     random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
+    # P(a training window is played backwards, its caption's camera words swapped:
+    # ``camera.reverse_caption``; ``latents.ReversibleWindowStream``). Every clip then
+    # shows both directions of its motion, told apart only by the camera words.
+    reverse_prob: float = Field(0.0, ge=0, le=1)
     tokens_dir: str = ""  # token cache; "" = RUN/tokens
 
 
@@ -110,12 +115,14 @@ class ArTrainConfig(TrainConfig):
 
     @classmethod
     def from_run(cls, data: dict) -> ArTrainConfig:
-        """A run's config.json from before ``model.copy_radius`` lacks the key (a fresh
-        run's file always has it): it is rebuilt as it was trained, with the same-place
-        copy gain only."""
+        """A run's config.json from before ``model.copy_radius`` / ``data.reverse_prob``
+        lacks the key (a fresh run's file always has it): it is rebuilt as it was trained,
+        with the same-place copy gain only / no reversed windows."""
         model = data.get("model", {})
         if "copy_radius" not in model:
             data = {**data, "model": {**model, "copy_radius": 0}}
+        # ... and one from before time-reversed windows trained without them
+        data = {**data, "data": {"reverse_prob": 0.0, **data.get("data", {})}}
         return cls.model_validate(data)
 
 
@@ -183,10 +190,23 @@ class TokenData(StreamData):
         if getattr(cfg.data, "val", 0):
             self.train_refs, self.val_refs = latents.split_holdout(self.train_refs, cfg.data.val)
         d = cfg.data
-        self.stream = latents.ResumableWindowStream(
+        rev = d.reverse_prob
+        back = self.reversed_text(sorted(self.text)) if rev else {}
+        self.stream = latents.ReversibleWindowStream(
             self.train_refs, self.text, d.batch_size, d.frames, d.size,
             seed=cfg.run.seed, rank=ctx.rank, world=ctx.world, random_start=d.random_start,
+            reverse_prob=rev, reversed_text=back,
         )  # fmt: skip
+
+    def reversed_text(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """The MiniLM embedding of each clip's caption with its camera words swapped
+        (``camera.reverse_caption``): the caption of the clip played backwards."""
+        from worldmill.config import EmbedConfig
+        from worldmill.tasks.embed import embed_texts
+        from worldmill.training.camera import reverse_caption
+
+        back = embed_texts([reverse_caption(self.text[i][0]) for i in ids], EmbedConfig())
+        return dict(zip(ids, back.astype(np.float32), strict=True))
 
 
 class ArSpec(Spec):

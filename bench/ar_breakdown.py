@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=0, help="checkpoint step (0 = latest)")
     ap.add_argument("--bias", type=float, default=None, help="copy bias (default: the run's)")
     ap.add_argument("--truth", default="", help="world_truth.json (default: by source_path)")
+    ap.add_argument("--blend", default="", help="also score a*model + (1-a)*copy, a in A,B,..")
     a = ap.parse_args()
 
     run = Path(a.run)
@@ -82,7 +83,7 @@ def main() -> None:
             tp = Path(sp).parent / "world_truth.json" if sp else None
         if tp is not None and tp.is_file():
             truth = json.loads(tp.read_text())
-        out = {}
+        out, blends = {}, defaultdict(list)
         for split, rs in (("val", data_.val_refs), ("held_out", data_.held_out)):
             rows = []
             for r in rs:
@@ -93,6 +94,9 @@ def main() -> None:
                 real = got["real"][:, :, -tc:]
                 pm = per_window(got[cfg.sample.predict][:, :, -tc:], real)
                 pb = per_window(got["base"][:, :, -tc:], real)
+                for al in [float(x) for x in a.blend.split(",") if x]:
+                    mix = al * got[cfg.sample.predict] + (1 - al) * got["base"]
+                    blends[split, al].append(per_window(mix[:, :, -tc:], real) - pb)
                 cap = data_.text[r.clip_id][0]
                 mo = MOTION.search(cap)
                 rows.append((r.clip_id, mo.group(1) if mo else "?", content_of(r, truth), pm, pb))
@@ -116,6 +120,11 @@ def main() -> None:
                                 "windows": len(g), "videos": len(gs)}  # fmt: skip
                 print(f"  {key:26s} gain {float(g.mean()):+.3f} dB ± {se:.3f} ({len(gs)} videos)")
             out[split] = summary
+            for (sp, al), gs in sorted(blends.items()):
+                if sp == split:
+                    g = torch.cat(gs)
+                    summary[f"blend {al}"] = {"gain_db": round(float(g.mean()), 4)}
+                    print(f"  blend {al:.2f} model + copy    gain {float(g.mean()):+.3f} dB")
         print(json.dumps(out))
 
 

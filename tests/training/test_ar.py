@@ -128,7 +128,8 @@ def test_reversed_token_windows_play_backwards_and_old_runs_load_without_them():
     torch.testing.assert_close(b["text"], -a["text"])
 
     old = ArTrainConfig.from_run({"kind": "ar", "model": {"copy_radius": 1}, "data": {}})
-    assert old.data.reverse_prob == 0.0 and not old.model.camera_code
+    assert old.data.reverse_prob == 0.0 and not old.model.camera_code and old.data.val == 0
+    assert ArTrainConfig.from_run({"kind": "ar", "data": {"val": 8}}).data.val == 8
 
 
 def test_camera_code_follows_the_caption_embedding():

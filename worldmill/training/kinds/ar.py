@@ -77,7 +77,9 @@ class TokenDataConfig(StrictModel):
     holdout: int = Field(4, ge=1)  # clips held out, whole source videos
     # Clips (whole source videos, the next ones in split order) also kept out of training:
     # the validation videos ``sample.calibrate`` fits on and ``val_*`` metrics score. 0 = none.
-    val: int = Field(8, ge=0)
+    # 16: with 8, validation held 3 procedural scenes of 8 (held out: 7 of 16), where the
+    # model loses to the copy, and chose settings that lost held out (RESULTS.md, round 5).
+    val: int = Field(16, ge=0)
     random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
     # P(a training window is played backwards, its caption's camera words swapped:
     # ``camera.reverse_caption``; ``latents.ReversibleWindowStream``). Every clip then
@@ -121,13 +123,15 @@ class ArTrainConfig(TrainConfig):
     @classmethod
     def from_run(cls, data: dict) -> ArTrainConfig:
         """A run's config.json from before ``model.copy_radius`` / ``data.reverse_prob`` /
-        ``model.camera_code`` lacks the key (a fresh run's file always has it): it is rebuilt as it was trained,
-        with the same-place copy gain only / no reversed windows / the caption alone."""
+        ``model.camera_code`` / ``data.val`` lacks the key (a fresh run's file always has
+        it): it is rebuilt as it was trained, with the same-place copy gain only / no
+        reversed windows / the caption alone / no validation videos."""
         model = data.get("model", {})
         if "copy_radius" not in model:
             data = {**data, "model": {**model, "copy_radius": 0}}
-        # ... and one from before time-reversed windows / the camera code without them
-        data = {**data, "data": {"reverse_prob": 0.0, **data.get("data", {})}}
+        # ... and one from before time-reversed windows / the camera code / validation
+        # videos trained without them (on every video not held out)
+        data = {**data, "data": {"reverse_prob": 0.0, "val": 0, **data.get("data", {})}}
         data["model"] = {"camera_code": False, **data.get("model", {})}
         return cls.model_validate(data)
 

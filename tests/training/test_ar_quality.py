@@ -17,8 +17,8 @@ default 150 steps, the round-3 tokenizer) gave held-out psnr 21.018 vs baseline_
 (+0.013 dB; SSIM 0.557 vs 0.546; validation videos 22.92 vs 22.58) -- a thin margin; the
 end-to-end run of this test then failed (-0.044 dB). Round 5: with 8 validation videos the
 validation set under-represents the procedural scenes the model loses on; 16 validation
-videos (the default now) gave +0.108 dB on the round-4 upstream and B_RESULT on this test's
-own upstream (its curate output and tokenizer, reused).
+videos (the default now) gave +0.108 dB on the round-4 upstream and +0.086 dB on this
+test's own earlier upstream (its curate output and tokenizer, reused) -- still thin.
 """
 
 from __future__ import annotations

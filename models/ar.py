@@ -636,11 +636,9 @@ def generate_ar(
     import json
     from pathlib import Path
 
-    from worldmill.config import EmbedConfig
-    from worldmill.tasks.embed import embed_texts
     from worldmill.training import checkpoint, data, encode, metrics
     from worldmill.training import megatron as mc
-    from worldmill.training.kinds.ar import model_config, tokenizer_levels
+    from worldmill.training.kinds.ar import conditions, model_config, tokenizer_levels
     from worldmill.training.registry import load_run_config
 
     run = Path(run)
@@ -672,7 +670,7 @@ def generate_ar(
         n = 1 + min((len(clip) - 1) // tc, max_ctx - 1) * tc  # frames of <= max_ctx latents
         video = data.to_tensor(clip[len(clip) - n :]).to(dev)[None]
         _, ctx = tok.encode(video)  # (1, T0, size, size)
-        text = torch.from_numpy(embed_texts([prompt], EmbedConfig())).to(dev)
+        text = torch.from_numpy(conditions([prompt], camera=cfg.model.camera_code)).to(dev)
         out, left, step_seed = ctx, frames, seed
         while left > 0:
             window = out[:, -min(out.shape[1], max_ctx) :]

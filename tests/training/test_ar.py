@@ -84,7 +84,10 @@ def test_train_ar_reads_a_worldmill_encode_output(shards, dv_tokenizer, tmp_path
         cli.encode_main(["--run", str(dv_tokenizer), "--data", str(shards), "--out", str(enc)]) == 0
     )
     run = tmp_path / "ar"
-    assert _train(enc, dv_tokenizer, run, "run.steps=2") == 0
+    # every window played backwards: the reversed captions embed from the encode output's,
+    # ... with the camera code appended to each caption's embedding (model.camera_code)
+    sets = ("run.steps=2", "data.reverse_prob=1", "model.camera_code=true")
+    assert _train(enc, dv_tokenizer, run, *sets) == 0
     assert not (run / "tokens").exists() and (run / latents.TEXT_FILE).is_file()
     assert json.loads((run / "metrics.json").read_text())["eval_windows"] == 10
 
@@ -100,3 +103,43 @@ def test_train_ar_needs_a_dv_tokenizer_run(shards, tmp_path, capsys):
 def test_bad_ar_value_names_the_key(shards, dv_tokenizer, tmp_path, capsys):
     assert _train(shards, dv_tokenizer, tmp_path / "ar", "model.preset=huge") == 2
     assert "model.preset" in capsys.readouterr().err
+
+
+def test_reversed_token_windows_play_backwards_and_old_runs_load_without_them():
+    from types import SimpleNamespace
+
+    import torch
+
+    from worldmill.training.kinds.ar import ArTrainConfig
+
+    refs = [SimpleNamespace(clip_id=f"c{i}") for i in range(3)]
+    text = {r.clip_id: ("caption", np.full(4, i, np.float32)) for i, r in enumerate(refs)}
+    back = {r.clip_id: -text[r.clip_id][1] for r in refs}
+    streams = [
+        latents.ReversibleWindowStream(refs, text, 4, 3, 2, reverse_prob=p, reversed_text=back)
+        for p in (0.0, 1.0)
+    ]
+    grids = {r.clip_id: np.arange(5 * 3 * 3, dtype=np.int32).reshape(5, 3, 3) for r in refs}
+    for s in streams:
+        s.cache._c.update(grids)  # (T', H', W') token grids, as the cache holds them
+    a, b = (s.batch(0) for s in streams)
+    assert a["x"].dtype == torch.long and a["x"].shape == (4, 3, 2, 2)
+    torch.testing.assert_close(b["x"], a["x"].flip(1))  # (B, t, h, w): time, not rows
+    torch.testing.assert_close(b["text"], -a["text"])
+
+    old = ArTrainConfig.from_run({"kind": "ar", "model": {"copy_radius": 1}, "data": {}})
+    assert old.data.reverse_prob == 0.0 and not old.model.camera_code and old.data.val == 0
+    assert ArTrainConfig.from_run({"kind": "ar", "data": {"val": 8}}).data.val == 8
+
+
+def test_camera_code_follows_the_caption_embedding():
+    from worldmill.training.kinds.ar import ArTrainConfig, conditions, model_config
+
+    emb = np.ones((3, 384), np.float32)
+    caps = ["A steady pan to the left across x.", "A slow zoom out from y.", "A dog."]
+    assert conditions(caps, emb).shape == (3, 384)
+    c = conditions(caps, emb, camera=True)
+    assert c.shape == (3, 387) and (c[:, :384] == 1).all()
+    assert c[:, 384:].tolist() == [[1, 0, 0], [0, 0, -1], [0, 0, 0]]  # camera.MOTION_CODE
+    cfg = ArTrainConfig.model_validate({"model": {"camera_code": True}})
+    assert model_config(cfg, [4, 4, 4]).text_dim == 387

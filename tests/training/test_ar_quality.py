@@ -7,14 +7,18 @@ default steps) on the same curated shards with the same 16 whole videos held out
 tokenizer never sees the AR's held-out videos); then ``worldmill train ar`` with its
 defaults on the curated shards. ``psnr`` is the default prediction
 (``sample.predict``), ``baseline_psnr`` copies the last context latent frame through the
-same tokenizer. The AR defaults hold 8 more whole videos out of training for validation
+same tokenizer. The AR defaults hold 16 more whole videos out of training for validation
 (``data.val``; the copy bias of ``sample.calibrate`` is picked there) and copy from the
 previous frame's 3 x 3 neighbours (``model.copy_radius=1``). Figures: bench/RESULTS.md
-("AR world model, round 4").
+("AR world model, round 4" and "round 5").
 
 Measured (bench/RESULTS.md, round 4): this recipe on the coordinator's seed-0 corpus (the
 default 150 steps, the round-3 tokenizer) gave held-out psnr 21.018 vs baseline_psnr 21.005
-(+0.013 dB; SSIM 0.557 vs 0.546; validation videos 22.92 vs 22.58) -- a thin margin.
+(+0.013 dB; SSIM 0.557 vs 0.546; validation videos 22.92 vs 22.58) -- a thin margin; the
+end-to-end run of this test then failed (-0.044 dB). Round 5: with 8 validation videos the
+validation set under-represents the procedural scenes the model loses on; 16 validation
+videos (the default now) gave +0.108 dB on the round-4 upstream and +0.086 dB on this
+test's own earlier upstream (its curate output and tokenizer, reused) -- still thin.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def test_camera_estimator_reads_slow_motion_one_latent_frame_apart():
 def test_reversed_windows_play_backwards_with_the_camera_words_swapped():
     from types import SimpleNamespace
 
-    from worldmill.training.kinds.diffusion import ReversibleWindowStream
+    from worldmill.training.latents import ReversibleWindowStream
 
     assert (
         reverse_caption("A steady pan to the left across x.")

@@ -257,3 +257,26 @@ class ResumableWindowStream(data.EpochStream):
             texts.append(torch.from_numpy(self.text[ref.clip_id][1]))
         x = torch.stack(xs)
         return {"x": x.long() if x.dtype == torch.int32 else x.float(), "text": torch.stack(texts)}
+
+
+class ReversibleWindowStream(ResumableWindowStream):
+    """``ResumableWindowStream`` whose windows are, with probability ``reverse_prob`` each,
+    played backwards (latent frames in reverse order) and conditioned on
+    ``reversed_text[clip_id]`` (the conditioning of the caption with its camera words
+    swapped). Drawn per stream position, so a resumed run reads the same batches."""
+
+    def __init__(self, *args, reverse_prob: float = 0.0, reversed_text=None, **kw):
+        super().__init__(*args, **kw)
+        self.reverse_prob, self.reversed_text = reverse_prob, reversed_text or {}
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        out = super().batch(step)
+        if self.reverse_prob <= 0:
+            return out
+        start = self.position(step) + self.rank * self.b
+        for i, p in enumerate(range(start, start + self.b)):
+            g = torch.Generator().manual_seed(self.seed * 7_919 + p + 104_729)
+            if float(torch.rand(1, generator=g)) < self.reverse_prob:
+                out["x"][i] = out["x"][i].flip(-3)  # ([C,] t, H, W): time reversed
+                out["text"][i] = torch.from_numpy(self.reversed_text[self.ref_at(p).clip_id])
+        return out

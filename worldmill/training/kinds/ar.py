@@ -29,12 +29,14 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch.distributed as dist
 from pydantic import Field
 
 from worldmill.config import ConfigError, StrictModel
-from worldmill.models.ar import PRESETS, ARConfig, ARWorldModel, preset
+from worldmill.models.ar import PRESETS, TEXT_DIM, ARConfig, ARWorldModel, preset
 from worldmill.training import latents
+from worldmill.training.camera import MOTION_CODE, caption_motion, reverse_caption
 from worldmill.training.config import OptimConfig, RunConfig, TrainConfig
 from worldmill.training.kinds import ar_eval
 from worldmill.training.kinds.ar_eval import PREDICTS, eval_windows, predict_next
@@ -60,6 +62,10 @@ class ArModelConfig(StrictModel):
     caption_dropout: float | None = Field(None, ge=0, le=1)  # train the empty caption (CFG)
     copy_logit: float | None = None  # start of the learned copy-previous-frame logit gain
     copy_radius: int | None = Field(None, ge=0, le=3)  # copy from (2r+1)^2 neighbours; 0 = off
+    # Append the motion code of the caption's camera words (``camera.MOTION_CODE``: 3
+    # values, zeros when it names none) to its MiniLM embedding: in the pooled embedding
+    # the few motion words are drowned by the rest (RESULTS.md, diffusion round 2).
+    camera_code: bool = False
 
 
 class TokenDataConfig(StrictModel):
@@ -71,8 +77,14 @@ class TokenDataConfig(StrictModel):
     holdout: int = Field(4, ge=1)  # clips held out, whole source videos
     # Clips (whole source videos, the next ones in split order) also kept out of training:
     # the validation videos ``sample.calibrate`` fits on and ``val_*`` metrics score. 0 = none.
-    val: int = Field(8, ge=0)
+    # 16: with 8, validation held 3 procedural scenes of 8 (held out: 7 of 16), where the
+    # model loses to the copy, and chose settings that lost held out (RESULTS.md, round 5).
+    val: int = Field(16, ge=0)
     random_start: bool = True  # windows may start after latent frame 0 (eval: always at 0)
+    # P(a training window is played backwards, its caption's camera words swapped:
+    # ``camera.reverse_caption``; ``latents.ReversibleWindowStream``). Every clip then
+    # shows both directions of its motion, told apart only by the camera words.
+    reverse_prob: float = Field(0.0, ge=0, le=1)
     tokens_dir: str = ""  # token cache; "" = RUN/tokens
 
 
@@ -110,12 +122,17 @@ class ArTrainConfig(TrainConfig):
 
     @classmethod
     def from_run(cls, data: dict) -> ArTrainConfig:
-        """A run's config.json from before ``model.copy_radius`` lacks the key (a fresh
-        run's file always has it): it is rebuilt as it was trained, with the same-place
-        copy gain only."""
+        """A run's config.json from before ``model.copy_radius`` / ``data.reverse_prob`` /
+        ``model.camera_code`` / ``data.val`` lacks the key (a fresh run's file always has
+        it): it is rebuilt as it was trained, with the same-place copy gain only / no
+        reversed windows / the caption alone / no validation videos."""
         model = data.get("model", {})
         if "copy_radius" not in model:
             data = {**data, "model": {**model, "copy_radius": 0}}
+        # ... and one from before time-reversed windows / the camera code / validation
+        # videos trained without them (on every video not held out)
+        data = {**data, "data": {"reverse_prob": 0.0, "val": 0, **data.get("data", {})}}
+        data["model"] = {"camera_code": False, **data.get("model", {})}
         return cls.model_validate(data)
 
 
@@ -141,12 +158,30 @@ def model_config(cfg: ArTrainConfig, levels: list[int]) -> ARConfig:
     over = {
         k: v
         for k, v in m.model_dump().items()
-        if k not in ("preset", "code_init") and v is not None
+        if k not in ("preset", "code_init", "camera_code") and v is not None
     }
     return preset(
         m.preset, vocab_size=math.prod(levels), max_t=cfg.data.frames, max_h=cfg.data.size,
-        max_w=cfg.data.size, fsq_levels=tuple(levels) if m.code_init else (), **over,
+        max_w=cfg.data.size, fsq_levels=tuple(levels) if m.code_init else (),
+        text_dim=TEXT_DIM + (len(MOTION_CODE["static"]) if m.camera_code else 0), **over,
     )  # fmt: skip
+
+
+def conditions(
+    captions: list[str], embeddings: np.ndarray | None = None, camera: bool = False
+) -> np.ndarray:
+    """``(N, 384 [+ 3])`` float32 caption conditioning of the AR model: each caption's
+    MiniLM embedding (``embeddings`` when already computed), with ``camera``
+    (``model.camera_code``) followed by the motion code of its camera words."""
+    if embeddings is None:
+        from worldmill.config import EmbedConfig
+        from worldmill.tasks.embed import embed_texts
+
+        embeddings = embed_texts(list(captions), EmbedConfig())
+    if not camera:
+        return np.asarray(embeddings, np.float32)
+    code = [MOTION_CODE[caption_motion(c) or "static"] for c in captions]
+    return np.concatenate([embeddings, np.array(code, np.float32)], 1).astype(np.float32)
 
 
 class TokenData(StreamData):
@@ -178,15 +213,30 @@ class TokenData(StreamData):
             dist.barrier()
         refs = latents.index_latents(self.root, self.array)
         self.text = latents.caption_embeddings(text)
+        self.camera = bool(getattr(cfg.model, "camera_code", False))  # ar's model.camera_code
+        if self.camera:
+            ids = sorted(self.text)
+            conds = conditions([self.text[i][0] for i in ids],
+                               np.stack([self.text[i][1] for i in ids]), camera=True)  # fmt: skip
+            self.text = {i: (self.text[i][0], c) for i, c in zip(ids, conds, strict=True)}
         self.train_refs, self.held_out = latents.split_holdout(refs, cfg.data.holdout)
         self.val_refs = []  # validation videos (ar: data.val; diffusion's data has none)
         if getattr(cfg.data, "val", 0):
             self.train_refs, self.val_refs = latents.split_holdout(self.train_refs, cfg.data.val)
         d = cfg.data
-        self.stream = latents.ResumableWindowStream(
+        rev = d.reverse_prob
+        back = self.reversed_text(sorted(self.text)) if rev else {}
+        self.stream = latents.ReversibleWindowStream(
             self.train_refs, self.text, d.batch_size, d.frames, d.size,
             seed=cfg.run.seed, rank=ctx.rank, world=ctx.world, random_start=d.random_start,
+            reverse_prob=rev, reversed_text=back,
         )  # fmt: skip
+
+    def reversed_text(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """The conditioning (``conditions``) of each clip's caption with its camera words
+        swapped (``camera.reverse_caption``): the caption of the clip played backwards."""
+        back = conditions([reverse_caption(self.text[i][0]) for i in ids], camera=self.camera)
+        return dict(zip(ids, back, strict=True))
 
 
 class ArSpec(Spec):

@@ -208,39 +208,11 @@ class LatentData(TokenData):
         )
         for i, cond in zip(ids, conds, strict=True):  # the stream reads this same dict
             self.text[i] = (self.text[i][0], cond)
-        d = cfg.data
-        reversed_ = {}
-        if d.reverse_prob > 0:
-            back = prompt_conditions([reverse_caption(self.text[i][0]) for i in ids])
-            reversed_ = dict(zip(ids, back, strict=True))
-        self.stream = ReversibleWindowStream(
-            self.train_refs, self.text, d.batch_size, d.frames, d.size, seed=cfg.run.seed,
-            rank=ctx.rank, world=ctx.world, random_start=d.random_start,
-            reverse_prob=d.reverse_prob, reversed_text=reversed_,
-        )  # fmt: skip
 
-
-class ReversibleWindowStream(latents.ResumableWindowStream):
-    """``ResumableWindowStream`` whose windows are, with probability ``reverse_prob`` each,
-    played backwards (latent frames in reverse order) and conditioned on
-    ``reversed_text[clip_id]`` (the conditioning of the caption with its camera words
-    swapped). Drawn per stream position, so a resumed run reads the same batches."""
-
-    def __init__(self, *args, reverse_prob: float = 0.0, reversed_text=None, **kw):
-        super().__init__(*args, **kw)
-        self.reverse_prob, self.reversed_text = reverse_prob, reversed_text or {}
-
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        out = super().batch(step)
-        if self.reverse_prob <= 0:
-            return out
-        start = self.position(step) + self.rank * self.b
-        for i, p in enumerate(range(start, start + self.b)):
-            g = torch.Generator().manual_seed(self.seed * 7_919 + p + 104_729)
-            if float(torch.rand(1, generator=g)) < self.reverse_prob:
-                out["x"][i] = out["x"][i].flip(1)  # (C, t, H, W): time reversed
-                out["text"][i] = torch.from_numpy(self.reversed_text[self.ref_at(p).clip_id])
-        return out
+    def reversed_text(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """The conditioning (``prompt_conditions``) of each clip's reversed caption."""
+        back = prompt_conditions([reverse_caption(self.text[i][0]) for i in ids])
+        return dict(zip(ids, back, strict=True))
 
 
 # -- the spec --------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ and are deleted when the :func:`decode_once` context exits.
 The spool holds the whole video uncompressed at the output size (W x H x 1.5 bytes a
 frame: 456x256 at 24 fps is ~10 GB an hour), so a video whose spool would not fit in
 half the free disk space, or :data:`SPOOL_MAX_BYTES`, takes the two-decode path
-(``eligible`` says which). So do other detection methods, a resampled frame rate, and
+(``eligible`` says which). Free means less what the spools other workers are writing now
+will still add: each running decode reserves its size in ``OUT/clips/.spools``. So do other detection methods, a resampled frame rate, and
 every video when ``WORLDMILL_ONEPASS=0`` is set (the switch the speed bench compares with).
 """
 
@@ -54,6 +55,7 @@ from worldmill.tasks.transcode import SEG_PREFIX, output_size, raise_if_infra
 log = logging.getLogger(__name__)
 
 SPOOL_MAX_BYTES = 64 << 30  # larger spools take the two-decode path
+RESERVATIONS = ".spools"  # under OUT/clips: one file per running decode (see reserved_bytes)
 
 
 @dataclass
@@ -117,13 +119,40 @@ def eligible(video: Video, split: SplitConfig, tc: TranscodeConfig, work_dir: st
         return False
     if split.method != "worldmill" or tc.fps or video.fps <= 0 or video.duration_s <= 0:
         return False
-    w, h = output_size(video, tc)
-    need = video.duration_s * video.fps * (w * h * 1.5 + _stage_bytes(w, h) / video.fps)
+    need = spool_bytes(video, tc)
     probe_dir = Path(work_dir)
     while not probe_dir.exists() and probe_dir != probe_dir.parent:
         probe_dir = probe_dir.parent
-    free = shutil.disk_usage(probe_dir).free
+    # Spools other workers are writing now will still grow: their unwritten bytes are
+    # not free for this one (else two concurrent spools could each take half the disk).
+    free = shutil.disk_usage(probe_dir).free - reserved_bytes(work_dir)
     return need <= min(SPOOL_MAX_BYTES, free / 2)
+
+
+def spool_bytes(video: Video, tc: TranscodeConfig) -> int:
+    """Bytes the two raw files of :func:`decode_once` take for ``video``."""
+    w, h = output_size(video, tc)
+    return int(video.duration_s * video.fps * (w * h * 1.5 + _stage_bytes(w, h) / video.fps))
+
+
+def _reservation_dir(work_dir: str) -> Path:
+    """One folder per OUT (``OUT/clips/.spools``) where every running decode says how big
+    its raw files will get; work dirs are ``OUT/clips/<video_id>``."""
+    return Path(work_dir).parent / RESERVATIONS
+
+
+def reserved_bytes(work_dir: str) -> int:
+    """Bytes the decodes running now under the same OUT have yet to write (what each
+    reserved, less what its temp directory holds already)."""
+    total = 0
+    for f in _reservation_dir(work_dir).glob("*"):
+        try:
+            size, tmp = f.read_text().split("\n", 1)
+            written = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        except (OSError, ValueError):
+            continue  # finished (files gone) or half-written: nothing left to reserve
+        total += max(0, int(size) - written)
+    return total
 
 
 def _stage_size(w: int, h: int) -> tuple[int, int]:
@@ -155,7 +184,10 @@ def decode_once(
     sw, sh = _stage_size(w, h)
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{SEG_PREFIX}{video.video_id}_dec_", dir=work_dir))
+    reservation = _reservation_dir(work_dir) / tmp.name.removeprefix(SEG_PREFIX)
     try:
+        reservation.parent.mkdir(exist_ok=True)
+        reservation.write_text(f"{spool_bytes(video, tc)}\n{tmp}")
         spool_path, stage_path = tmp / "spool.yuv", tmp / "stage.rgb"
         graph = (
             "[0:v:0]split=3[a][o][s];"
@@ -203,3 +235,4 @@ def decode_once(
     finally:
         # The stage frames stay readable after this (a memory map outlives its file name).
         shutil.rmtree(tmp, ignore_errors=True)
+        reservation.unlink(missing_ok=True)

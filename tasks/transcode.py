@@ -317,6 +317,9 @@ def remove_stale_temp(clips_root: str) -> int:
     for d in root.glob(f"*/{SEG_PREFIX}*"):
         shutil.rmtree(d, ignore_errors=True)
         n += 1
+    for f in root.glob(".spools/*"):  # spool reservations (tasks/onepass.py)
+        f.unlink(missing_ok=True)
+        n += 1
     for f in root.glob(f"*/*{PART_SUFFIX}"):
         with contextlib.suppress(OSError):
             f.unlink()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,40 @@ def test_stages_before_the_encode_and_only_kept_clips_encoded(tmp_path):
     for c, level in zip(kept, (44, 114), strict=True):
         per_frame = decode_frames(c.clip_uri, 32, 18).reshape(60, -1).mean(1)
         assert np.all(np.abs(per_frame - level) < 8)
+
+
+def test_running_decodes_reserve_their_spool_space(tmp_path, monkeypatch):
+    """A decode reserves its raw files' size under OUT/clips/.spools while it runs; what it
+    has yet to write is not free for another video's spool (two concurrent spools must not
+    each take half the disk); the reservation goes when the decode ends, and a killed
+    run's is removed by the next run's clean-up."""
+    from worldmill.tasks.transcode import remove_stale_temp
+
+    v = _video(tmp_path)
+    split, tc = SplitConfig(min_clip_s=1.0), TranscodeConfig(height=64)
+    clips = tmp_path / "out" / "clips"
+    work = str(clips / v.video_id)
+    need = onepass.spool_bytes(v, tc)
+    assert need > 0 and onepass.reserved_bytes(work) == 0
+    with onepass.decode_once(v, split, tc, work):
+        (res,) = (clips / ".spools").iterdir()
+        assert int(res.read_text().split("\n")[0]) == need
+        assert 0 <= onepass.reserved_bytes(work) < need  # the files are written by now
+    assert onepass.reserved_bytes(work) == 0 and not any((clips / ".spools").iterdir())
+
+    # Another worker's decode that has written nothing yet reserves all of it.
+    other = tmp_path / "out" / "clips" / "other" / ".seg_other_dec_1"
+    other.mkdir(parents=True)
+    (clips / ".spools" / "other_dec_1").write_text(f"{10 * need}\n{other}")
+    assert onepass.reserved_bytes(work) == 10 * need
+
+    def disk_with(free):  # a disk with ``free`` bytes free, whatever else writes meanwhile
+        monkeypatch.setattr(onepass.shutil, "disk_usage", lambda _p: SimpleNamespace(free=free))
+
+    disk_with(11 * need)  # free, less the other spool's 10x: room for 1x, not 2x
+    assert not onepass.eligible(v, split, tc, work)
+    disk_with(13 * need)  # 3x left: room for twice this spool
+    assert onepass.eligible(v, split, tc, work)
+    monkeypatch.undo()
+    assert remove_stale_temp(str(clips)) == 2  # the segment dir and the reservation
+    assert not any((clips / ".spools").iterdir())

@@ -83,7 +83,7 @@ def build(a, device):
     if a.hidden:
         over |= {"hidden_size": a.hidden, "num_heads": a.heads or max(1, a.hidden // 128)}
     cfg = preset(
-        a.preset if a.preset != "4b" else "cpu",
+        a.preset,
         latent_channels=a.channels,
         max_t=a.frames,
         max_h=a.size,
@@ -104,7 +104,9 @@ def build(a, device):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--family", choices=["ar", "diffusion"], default="ar")
-    ap.add_argument("--preset", default="4b", help="ar: tiny|cpu|4b|12b; diffusion: tiny|cpu")
+    ap.add_argument(
+        "--preset", default="", help="ar: tiny|cpu|4b|12b (default 4b); diffusion: tiny|cpu (cpu)"
+    )
     ap.add_argument("--layers", type=int, default=0, help="0 = the preset's")
     ap.add_argument("--latent-frames", type=int, default=0, help="ar: 0 = the preset's max_t")
     ap.add_argument("--hidden", type=int, default=0, help="diffusion: width (0 = preset's)")
@@ -116,6 +118,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--peak-tflops", type=float, default=0.0)
     a = ap.parse_args()
+    a.preset = a.preset or {"ar": "4b", "diffusion": "cpu"}[a.family]
 
     from worldmill.training import megatron as mc
 

@@ -160,9 +160,10 @@ def _start_prewarm(config: CurateConfig) -> None:
 
 def _prewarm(config: CurateConfig) -> None:
     """Load what the catalogue stages need -- the caption text model (torch), the shard
-    writer, the report's plotting -- while the workers process videos: this process only
-    waits then, and after the last video these loads would sit on the critical path
-    (seconds). A failure here is left for the stage itself to report."""
+    writer, the report's plotting -- while the last videos are processed (``curate_dag``
+    starts it when a task slot first has no video left): after the last video these loads
+    would sit on the critical path (seconds). A failure here is left for the stage itself
+    to report."""
     try:
         from worldmill.tasks.embed import text_embedder
 

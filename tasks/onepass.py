@@ -23,9 +23,10 @@ and are deleted when the :func:`decode_once` context exits.
 The spool holds the whole video uncompressed at the output size (W x H x 1.5 bytes a
 frame: 456x256 at 24 fps is ~10 GB an hour), so a video whose spool would not fit in
 half the free disk space, or :data:`SPOOL_MAX_BYTES`, takes the two-decode path
-(``eligible`` says which). Free means less what the spools other workers are writing now
-will still add: each running decode reserves its size in ``OUT/clips/.spools``. So do other detection methods, a resampled frame rate, and
+(``eligible`` says which). So do other detection methods, a resampled frame rate, and
 every video when ``WORLDMILL_ONEPASS=0`` is set (the switch the speed bench compares with).
+"Free" excludes what the spools other workers are writing now will still add: each
+running decode reserves its size in ``OUT/clips/.spools`` (:func:`reserved_bytes`).
 """
 
 from __future__ import annotations
@@ -50,12 +51,11 @@ from worldmill.records import Clip, Video
 from worldmill.tasks.filter_motion import ANALYSIS_FPS as STAGE_FPS
 from worldmill.tasks.filter_motion import ANALYSIS_WIDTH as STAGE_WIDTH
 from worldmill.tasks.split import _analysis_size, no_frames_message
-from worldmill.tasks.transcode import SEG_PREFIX, output_size, raise_if_infra
+from worldmill.tasks.transcode import RESERVATIONS, SEG_PREFIX, output_size, raise_if_infra
 
 log = logging.getLogger(__name__)
 
 SPOOL_MAX_BYTES = 64 << 30  # larger spools take the two-decode path
-RESERVATIONS = ".spools"  # under OUT/clips: one file per running decode (see reserved_bytes)
 
 
 @dataclass

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEG_PREFIX = ".seg_"  # per-call segment directories: OUT/clips/<video_id>/.seg_<video_id>_*/
+RESERVATIONS = ".spools"  # OUT/clips/.spools: one file per running decode (tasks/onepass.py)
 PART_SUFFIX = ".part.mp4"  # a single clip being written: <clip_id>.mp4.<random>.part.mp4
 
 # ffmpeg messages (strerror texts) that describe the machine, not the input.
@@ -317,7 +318,7 @@ def remove_stale_temp(clips_root: str) -> int:
     for d in root.glob(f"*/{SEG_PREFIX}*"):
         shutil.rmtree(d, ignore_errors=True)
         n += 1
-    for f in root.glob(".spools/*"):  # spool reservations (tasks/onepass.py)
+    for f in root.glob(f"{RESERVATIONS}/*"):  # a killed decode's spool reservation
         f.unlink(missing_ok=True)
         n += 1
     for f in root.glob(f"*/*{PART_SUFFIX}"):

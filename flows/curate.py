@@ -167,7 +167,7 @@ def _prewarm(config: CurateConfig) -> None:
     try:
         from worldmill.tasks.embed import text_embedder
 
-        text_embedder(config.embed.text_model)
+        text_embedder(config.embed.text_model, config.embed.text_backend)
         import matplotlib
 
         matplotlib.use("Agg")

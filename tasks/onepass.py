@@ -172,9 +172,18 @@ def _rate(fps: float) -> Fraction:
 
 @contextlib.contextmanager
 def decode_once(
-    video: Video, split: SplitConfig, tc: TranscodeConfig, work_dir: str, timeout: float = 0
+    video: Video,
+    split: SplitConfig,
+    tc: TranscodeConfig,
+    work_dir: str,
+    timeout: float = 0,
+    threads: int = 0,
 ) -> Iterator[Decoded]:
     """Decode ``video`` once (see the module doc); the raw files are removed on exit.
+
+    ``threads``: the decoder's threads, 0 = ffmpeg's choice (frame threads on every core).
+    One thread decodes the same frames for about 10 % less CPU: the right choice while other
+    videos keep the other cores busy.
 
     Raises MediaError when nothing decodes (the video's fault) and
     :class:`~worldmill.media.InfraError` when ffmpeg was killed or could not write."""
@@ -196,7 +205,8 @@ def decode_once(
             f"[s]fps={STAGE_FPS:g},scale={sw}:{sh}:flags=area,format=rgb24[so]"
         )
         raw = ["-f", "rawvideo", "-fps_mode", "passthrough"]
-        cmd = [ffmpeg_bin(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-i", src]
+        cmd = [ffmpeg_bin(), "-hide_banner", "-nostdin", "-nostats", "-v", "error"]
+        cmd += ["-threads", str(threads), "-i", src]
         cmd += ["-filter_complex", graph]
         cmd += ["-map", "[ao]", *raw, "pipe:1"]
         cmd += ["-map", "[oo]", *raw, str(spool_path)]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prefect import task
 
-from worldmill.cluster import idle_slots, limit_threads
+from worldmill.cluster import idle_slots, limit_threads, queued_tasks
 from worldmill.config import CurateConfig, StageSpec
 from worldmill.media import ClipView, MediaError
 from worldmill.records import FAILED, OK, Clip, Video
@@ -45,13 +45,22 @@ def staging_dir(out: str) -> Path:
 def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
     """Pure pipeline for one video; every clip comes back, kept or with its reject reason."""
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}  # seconds per phase, for the log line
     clip_dir = os.path.join(cfg.out, "clips", video.video_id)
     if video.status == OK and onepass.eligible(video, cfg.split, cfg.transcode, clip_dir):
         try:
-            with onepass.decode_once(video, cfg.split, cfg.transcode, clip_dir) as dec:
+            # While videos wait for a slot, the other cores stay busy with them: one decoder
+            # thread then costs less CPU than frame threads (same frames). Alone at the
+            # tail, the decoder takes every core.
+            threads = 1 if queued_tasks() > 0 else 0
+            with onepass.decode_once(
+                video, cfg.split, cfg.transcode, clip_dir, threads=threads
+            ) as dec:
                 # Stages first, on the decoded frames; then only the clips they kept are
                 # encoded (a rejected clip's frames are never encoded).
+                phases["decode"] = time.perf_counter() - t0
                 clips = _split(video, cfg, dec)
+                phases["split"] = time.perf_counter() - t0 - sum(phases.values())
                 if video.status == FAILED:
                     return video, clips
                 for c in clips:
@@ -60,7 +69,9 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
                 views = {c.clip_id: dec.clip_view(c) for c in clips if c.kept}
                 clips = _run_stages(clips, views, cfg)
                 _write_thumbs(views, clip_dir)
+                phases["stages"] = time.perf_counter() - t0 - sum(phases.values())
                 _transcode(video, clips, cfg, clip_dir, dec)
+                phases["encode"] = time.perf_counter() - t0 - sum(phases.values())
         except MediaError as e:  # the source does not decode: as the detector would say
             return video.fail("split", str(e)), []
     else:  # detect, then transcode: the source is decoded twice
@@ -75,12 +86,13 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
         clips = _run_stages(clips, views, cfg)
     kept = sum(c.kept for c in clips)
     log.info(
-        "%s: %d clips, %d kept (%.1f s of video in %.1f s)",
+        "%s: %d clips, %d kept (%.1f s of video in %.1f s%s)",
         video.path,
         len(clips),
         kept,
         video.duration_s,
         time.perf_counter() - t0,
+        "".join(f", {k} {v:.1f}" for k, v in phases.items()),
     )
     return video, clips
 

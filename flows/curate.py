@@ -159,11 +159,11 @@ def _start_prewarm(config: CurateConfig) -> None:
 
 
 def _prewarm(config: CurateConfig) -> None:
-    """Load what the catalogue stages need -- the caption text model (torch), the shard
-    writer, the report's plotting -- while the last videos are processed (``curate_dag``
-    starts it when a task slot first has no video left): after the last video these loads
-    would sit on the critical path (seconds). A failure here is left for the stage itself
-    to report."""
+    """Load what the catalogue stages need -- the caption text model, scikit-learn's
+    k-means, the shard writer, the report's plotting -- while the last videos are processed
+    (``curate_dag`` starts it when a task slot first has no video left): after the last
+    video these loads would sit on the critical path (seconds). A failure here is left for
+    the stage itself to report."""
     try:
         from worldmill.tasks.embed import text_embedder
 
@@ -171,7 +171,17 @@ def _prewarm(config: CurateConfig) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
+        import io
+
         import matplotlib.pyplot  # noqa: F401
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(1, 1))  # a first draw loads the fonts (~0.5 s)
+        fig.add_subplot().set_title("warm")
+        fig.savefig(io.BytesIO(), format="png")
+        import sklearn.cluster  # noqa: F401 -- dedup and taxonomy: about 1 s to import
+        import sklearn.feature_extraction.text  # noqa: F401
+        import sklearn.metrics  # noqa: F401
         import webdataset  # noqa: F401
     except Exception as e:  # noqa: BLE001 -- best effort only
         log.debug("prewarm: %s", e)

@@ -160,7 +160,7 @@ def _start_prewarm(config: CurateConfig) -> None:
 
 def _prewarm(config: CurateConfig) -> None:
     """Load what the catalogue stages need -- the caption text model, scikit-learn's
-    k-means, the shard writer, the report's plotting -- while the last videos are processed
+    k-means, the report's plotting -- while the last videos are processed
     (``curate_dag`` starts it when a task slot first has no video left): after the last
     video these loads would sit on the critical path (seconds). A failure here is left for
     the stage itself to report."""
@@ -182,7 +182,6 @@ def _prewarm(config: CurateConfig) -> None:
         import sklearn.cluster  # noqa: F401 -- dedup and taxonomy: about 1 s to import
         import sklearn.feature_extraction.text  # noqa: F401
         import sklearn.metrics  # noqa: F401
-        import webdataset  # noqa: F401
     except Exception as e:  # noqa: BLE001 -- best effort only
         log.debug("prewarm: %s", e)
 

@@ -45,18 +45,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fsspec
 import yaml
 from prefect import task
 
 from worldmill.config import ShardConfig
-from worldmill.shards import write_tar_index
+from worldmill.shards import TarSampleWriter, write_tar_index
 from worldmill.tasks.actions import actions_npy
-
-if TYPE_CHECKING:
-    from webdataset import TarWriter
 
 MANIFEST = "manifest.json"
 NV_META = ".nv-meta"
@@ -175,7 +172,7 @@ class _ShardSeries:
 
     def __init__(self, bdir: Path, run_id: str, start: int, cfg: ShardConfig):
         self.bdir, self.run_id, self.idx, self.cfg = bdir, run_id, start, cfg
-        self.writer: TarWriter | None = None
+        self.writer: TarSampleWriter | None = None
         self.path = self.tmp = bdir
         self.n = self.size = 0
 
@@ -190,9 +187,7 @@ class _ShardSeries:
             self.path = self.bdir / f"{self.run_id}-{self.idx:06d}.tar"
             self.tmp = self.path.with_name(self.path.name + ".tmp")
             # Integer mtime: plain ustar headers, no PAX extension records.
-            from webdataset import TarWriter  # imports torch: only when a shard is written
-
-            self.writer = TarWriter(str(self.tmp), encoder=False, mtime=int(time.time()))
+            self.writer = TarSampleWriter(self.tmp, mtime=int(time.time()))
             self.n = self.size = 0
         self.writer.write({"__key__": key, **parts})
         self.n += 1

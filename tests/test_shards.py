@@ -89,3 +89,28 @@ def test_decode_in_memory_equals_the_ffmpeg_decode(tmp_path):
     for bad in (b"", b"not a video" * 50, raw[: len(raw) // 3]):
         with pytest.raises(MediaError):
             decode_bytes(bad, 32, 24)
+
+
+def test_tar_sample_writer_writes_webdataset_tarwriter_bytes(tmp_path):
+    """The curate shard writer (standard library only) writes byte for byte what
+    webdataset's TarWriter writes, and webdataset reads the samples back."""
+    import webdataset as wds
+
+    from worldmill.shards import TarSampleWriter
+
+    samples = [
+        {"__key__": "v_0000", "mp4": b"\x00\x01" * 700, "json": b'{"a": 1}', "txt": b"caption"},
+        {"__key__": "v_0001", "txt": "ünïcode".encode(), "actions.npy": b"\x93NUMPY", "_x": b"x"},
+    ]
+    ours, ref = tmp_path / "ours.tar", tmp_path / "ref.tar"
+    w = TarSampleWriter(ours, mtime=1_700_000_000)
+    for s in samples:
+        w.write(s)
+    w.close()
+    with wds.TarWriter(str(ref), encoder=False, mtime=1_700_000_000) as r:
+        for s in samples:
+            r.write(s)
+    assert ours.read_bytes() == ref.read_bytes()
+    back = list(wds.WebDataset(str(ours), shardshuffle=False))
+    assert [b["__key__"] for b in back] == ["v_0000", "v_0001"]
+    assert back[1]["txt"] == "ünïcode".encode() and "_x" not in back[1]

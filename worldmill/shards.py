@@ -13,6 +13,7 @@ Readers index a shard once (headers only, no payload) and then read any part by 
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import tarfile
@@ -129,3 +130,35 @@ def read_sample(tar_path: str | Path, i: int) -> dict[str, bytes]:
                 out["__key__"] = key.encode()
                 out[part] = data
     return out
+
+
+class TarSampleWriter:
+    """Write WebDataset samples to a tar: the same bytes as ``webdataset.TarWriter`` with
+    ``encoder=False`` (members ``<key>.<part>`` in sorted part order, mode 0444, owner
+    ``bigdata``), on the standard library alone -- importing ``webdataset`` imports torch
+    (~2.6 CPU-s), which a curate process otherwise never loads.
+
+    ``mtime``: an integer, so the headers stay plain ustar (no PAX records)."""
+
+    def __init__(self, path: str | Path, mtime: int) -> None:
+        self.mtime = int(mtime)
+        self._file = open(path, "wb")  # noqa: SIM115 -- closed by close()
+        self._tar = tarfile.open(fileobj=self._file, mode="w|")
+
+    def write(self, sample: dict[str, bytes | str]) -> None:
+        """``sample``: ``__key__`` plus ``{part: bytes or str}``; other ``_`` keys are
+        skipped, as WebDataset does."""
+        key = sample["__key__"]
+        for part in sorted(sample):
+            if part.startswith("_"):
+                continue
+            data = sample[part]
+            data = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            info = tarfile.TarInfo(f"{key}.{part}")
+            info.size, info.mtime, info.mode = len(data), self.mtime, 0o444
+            info.uname = info.gname = "bigdata"
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self._tar.close()
+        self._file.close()

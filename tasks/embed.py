@@ -1,5 +1,7 @@
 """Clip embeddings: a perceptual visual descriptor (for near-duplicate detection) and caption
-text embeddings (sentence-transformers, offline).
+text embeddings (a local sentence-transformers model, offline; a BERT + mean-pooling model
+such as the shipped MiniLM runs in numpy, :mod:`worldmill.text_encoder`, see
+``EmbedConfig.text_backend``).
 
 Visual descriptor (``DESCRIPTOR_DIM`` = 256 float32, unit L2 norm)
 ------------------------------------------------------------------

@@ -15,6 +15,7 @@ it and then finds the work done, or gives up after ``lock_timeout_s``.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -171,8 +172,6 @@ def _prewarm(config: CurateConfig) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        import io
-
         import matplotlib.pyplot  # noqa: F401
         from matplotlib.figure import Figure
 

@@ -46,6 +46,10 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
     """Pure pipeline for one video; every clip comes back, kept or with its reject reason."""
     t0 = time.perf_counter()
     phases: dict[str, float] = {}  # seconds per phase, for the log line
+
+    def lap(name: str) -> None:  # time since the previous phase ended
+        phases[name] = time.perf_counter() - t0 - sum(phases.values())
+
     clip_dir = os.path.join(cfg.out, "clips", video.video_id)
     if video.status == OK and onepass.eligible(video, cfg.split, cfg.transcode, clip_dir):
         try:
@@ -58,9 +62,9 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
             ) as dec:
                 # Stages first, on the decoded frames; then only the clips they kept are
                 # encoded (a rejected clip's frames are never encoded).
-                phases["decode"] = time.perf_counter() - t0
+                lap("decode")
                 clips = _split(video, cfg, dec)
-                phases["split"] = time.perf_counter() - t0 - sum(phases.values())
+                lap("split")
                 if video.status == FAILED:
                     return video, clips
                 for c in clips:
@@ -69,9 +73,9 @@ def process_video(video: Video, cfg: CurateConfig) -> tuple[Video, list[Clip]]:
                 views = {c.clip_id: dec.clip_view(c) for c in clips if c.kept}
                 clips = _run_stages(clips, views, cfg)
                 _write_thumbs(views, clip_dir)
-                phases["stages"] = time.perf_counter() - t0 - sum(phases.values())
+                lap("stages")
                 _transcode(video, clips, cfg, clip_dir, dec)
-                phases["encode"] = time.perf_counter() - t0 - sum(phases.values())
+                lap("encode")
         except MediaError as e:  # the source does not decode: as the detector would say
             return video.fail("split", str(e)), []
     else:  # detect, then transcode: the source is decoded twice

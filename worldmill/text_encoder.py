@@ -54,9 +54,8 @@ def _config(folder: str) -> BertConfig | None:
     if not isinstance(cfg, dict) or not isinstance(modules, list):
         return None
     types = [m.get("type") for m in modules if isinstance(m, dict)]
-    normalize = types[2:] == [_NORMALIZE]
-    if types[:2] != _MODULES or len(types) > 2 + normalize:
-        return None
+    if types[:2] != _MODULES or types[2:] not in ([], [_NORMALIZE]):
+        return None  # another stack: pooling we do not compute, or extra modules
     pool = _read(os.path.join(folder, modules[1].get("path", ""), "config.json"))
     pool_modes = {k: v for k, v in (pool or {}).items() if k.startswith("pooling_mode")}
     if not pool or [k for k, v in pool_modes.items() if v] != ["pooling_mode_mean_tokens"]:
@@ -74,7 +73,7 @@ def _config(folder: str) -> BertConfig | None:
         layers=int(cfg["num_hidden_layers"]),
         eps=float(cfg.get("layer_norm_eps", 1e-12)),
         max_len=int(st.get("max_seq_length") or cfg.get("max_position_embeddings", 512)),
-        normalize=normalize,
+        normalize=types[2:] == [_NORMALIZE],
     )
 
 

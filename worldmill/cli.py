@@ -15,6 +15,8 @@ worldmill play --model RUN --image PNG [--port 8765]   # play a genie world in t
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import logging
 import os
@@ -74,39 +76,85 @@ def _check_input(uri: str) -> None:
 
 def run_curate(cfg: CurateConfig) -> dict | None:
     """Run the flow here; None (after a clear message) if the flow failed."""
-    server = _start_temporary_server()
-    from worldmill.flows.curate import curate  # imports for seconds: the server starts meanwhile
+    server = _start_temporary_server()  # boots (seconds) while the flow modules import
+    from worldmill.flows.curate import curate
 
-    if server is not None:
-        server.join()
-
+    try:
+        server = _use_temporary_server(server)
+    except RuntimeError as e:
+        print(f"worldmill curate: {e}", file=sys.stderr)
+        return None
     # Dask's scheduler/worker chatter (and a benign CommClosedError traceback printed when
     # in-process workers close) drowns the run's own progress lines; keep its warnings.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     logging.getLogger("distributed.batched").setLevel(logging.CRITICAL)
     try:
-        return curate(cfg)
+        with _no_heartbeats(server):
+            return curate(cfg)
     except Exception as e:  # the flow failed: say why, exit non-zero
         print(f"worldmill curate: flow failed: {type(e).__name__}: {e}", file=sys.stderr)
     return None
 
 
+def _no_heartbeats(server):
+    """On the temporary server, flow runs send no heartbeats. A long-lived server uses them
+    to mark runs whose process died as crashed; the temporary one runs no such service and
+    dies with this process, and each flow's heartbeat thread, which sleeps in 1-s steps, is
+    joined when the flow ends (up to 1 s per flow, two flows here)."""
+    import contextlib
+
+    if server is None:
+        return contextlib.nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
 def _start_temporary_server():
-    """Without a Prefect server configured (``PREFECT_API_URL``), Prefect starts a
-    temporary one on the flow's first API call, which takes seconds; start it now in a
-    thread (the same singleton the client then finds running) so it overlaps this
-    process's imports. Returns the thread to join, or None when a server is configured."""
-    import threading
-
-    from worldmill.cluster import server_configured
-
-    if server_configured():
+    """Without a Prefect server configured, Prefect would start a temporary one on the
+    flow's first API call, after this process's imports, and import its server package here
+    first (seconds each). Start it now instead (``worldmill/tempserver.py``), so that it
+    boots while the flow modules import. None when ``PREFECT_API_URL`` is set."""
+    if os.environ.get("PREFECT_API_URL"):
         return None
-    from prefect.server.api.server import SubprocessASGIServer
+    from worldmill.tempserver import TemporaryServer
 
-    t = threading.Thread(target=SubprocessASGIServer().start, daemon=True, name="prefect-server")
-    t.start()
-    return t
+    server = TemporaryServer()
+    server.start()
+    # Stopped at exit, as Prefect stops its own: after Prefect's log and event workers have
+    # drained into it (they drain at thread shutdown, before atexit hooks).
+    atexit.register(server.stop)
+    return server
+
+
+def _use_temporary_server(server):
+    """Point this process's Prefect client (and any process it starts) at ``server`` once it
+    answers, and return it; stop it instead, and return None, when the active Prefect
+    profile configures a server after all."""
+    if server is None:
+        return None
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    from worldmill.tempserver import TEMPORARY_URL_ENV
+
+    if PREFECT_API_URL.value():  # from the active profile: use that server
+        server.stop()
+        return None
+    # While the server boots: modules the flow's start imports (fastapi's encoders for
+    # the flow's parameters, the engine), about 0.4 s otherwise spent after the wait.
+    import fastapi.encoders  # noqa: F401
+    import prefect.flow_engine  # noqa: F401
+
+    try:
+        server.wait(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    except RuntimeError:
+        server.stop()
+        raise
+    _say(f"temporary Prefect server on {server.api_url} (set PREFECT_API_URL to use your own)")
+    os.environ["PREFECT_API_URL"] = os.environ[TEMPORARY_URL_ENV] = server.api_url
+    refresh_global_settings_context()
+    return server
 
 
 def print_summary(s: dict) -> None:
@@ -174,6 +222,7 @@ def _json(args: argparse.Namespace) -> int:  # pragma: no cover - debugging aid
 
 
 def main(argv: list[str] | None = None) -> int:
+    whole_process = argv is None  # run as the program (not called from Python)
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -260,7 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("play", help="play a trained genie world in the browser (see --help)")
 
     args = p.parse_args(argv)
-    return args.fn(args)
+    rc = args.fn(args)
+    if whole_process:
+        # The process ends next. Python's last garbage collection at exit walks every
+        # object left behind (about 1.5 s after a curate run, which loads Prefect, Dask,
+        # LanceDB and the models); frozen objects are not walked. Atexit hooks (Prefect's
+        # log and event drains, the temporary server's stop) still run.
+        gc.freeze()
+    return rc
 
 
 if __name__ == "__main__":

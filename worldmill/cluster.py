@@ -36,10 +36,15 @@ def visible_gpus() -> int:
 
 
 def server_configured() -> bool:
-    """True when flows report to a real Prefect server (not the ephemeral in-process one)."""
+    """True when flows report to a long-lived Prefect server: not Prefect's ephemeral one,
+    nor the temporary one ``worldmill curate`` starts for its own run
+    (``worldmill/tempserver.py``), which lives only as long as that process."""
     from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value())
+    from worldmill.tempserver import TEMPORARY_URL_ENV
+
+    url = PREFECT_API_URL.value()
+    return bool(url) and url != os.environ.get(TEMPORARY_URL_ENV)
 
 
 def runner_spec(cfg: DaskConfig) -> dict:

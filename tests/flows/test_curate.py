@@ -220,6 +220,50 @@ def test_report_written(curated):
     assert "shards written" in r.stdout
 
 
+def test_runs_and_logs_reach_prefect_before_the_temporary_server_stops(curated):
+    """Without PREFECT_API_URL the CLI runs its own temporary server (on this session's
+    database): both flow runs end Completed there, with their log lines, the outer flow's
+    last one included (Prefect's log worker drains before the server is stopped), and the
+    server is gone when the CLI has exited."""
+    import re
+    import urllib.request
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    _, _, _, r = curated
+    url = re.search(r"temporary Prefect server on (\S+)", r.stderr).group(1)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/health", timeout=2)
+    run_id = re.search(r"curate run (\S+) finished", r.stdout).group(1)
+    with get_client(sync_client=True) as client:
+        dag = next(
+            fr
+            for fr in client.read_flow_runs(limit=200)
+            if str(fr.id).startswith(run_id.rsplit("-", 1)[1])
+        )
+        outer = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[client.read_task_run(dag.parent_task_run_id).flow_run_id])
+            )
+        )[0]
+        for fr in (dag, outer):
+            assert fr.state.is_completed(), fr.state
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[fr.id]))
+            )
+            assert logs and logs[-1].message == "Finished in state Completed()", logs[-3:]
+        dag_lines = [lg.message for lg in client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[dag.id]))
+        )]  # fmt: skip
+    assert any(re.match(r"progress: \d+/\d+ videos committed", m) for m in dag_lines)
+
+
 def test_rerun_adds_nothing(curated):
     raw, out, gt, _ = curated
     s = Store(out)

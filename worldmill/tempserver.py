@@ -11,7 +11,9 @@ boots (about 4 s) while this process imports the flow modules.
 The flow then reaches the server through ``PREFECT_API_URL`` (set in this process's
 environment and in a settings context), exactly as it would reach a long-lived one.
 ``WORLDMILL_TEMPORARY_API_URL`` marks it as temporary, so that ``dask.processes: auto``
-still picks threads (``worldmill.cluster.server_configured``), as before.
+still picks threads (``worldmill.cluster.server_configured``), as before. On Linux the
+server also stops when the CLI is killed outright (SIGKILL runs no atexit hook), which
+Prefect's own temporary server does not.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +41,20 @@ def _free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent():
+    """On Linux, a function for ``preexec_fn`` that has the kernel send the server SIGTERM
+    when the thread that started it dies: a CLI killed with SIGKILL (its atexit hook never
+    runs) leaves no server behind. None elsewhere. ``prctl`` is looked up here, before the
+    fork, so that the child only makes one C call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class TemporaryServer:
@@ -80,6 +97,7 @@ class TemporaryServer:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent(),
         )  # fmt: skip
 
     def wait(self, timeout_s: float) -> None:

@@ -83,3 +83,37 @@ def test_the_temporary_server_does_not_count_as_a_configured_one(monkeypatch):
         assert server_configured() is False
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:2/api"}):
         assert server_configured() is True
+
+
+def test_the_server_dies_with_a_killed_parent():
+    """A CLI killed with SIGKILL runs no atexit hook; the kernel then stops its server
+    (PR_SET_PDEATHSIG), so killed runs leave no server processes behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = (
+        "from worldmill.tempserver import TemporaryServer\n"
+        "s = TemporaryServer(); s.start(); s.wait(180)\n"
+        "print(s.process.pid, s.api_url, flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid, url = parent.stdout.readline().split()
+    assert _answers(url)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        # gone, or a zombie waiting for its new parent to reap it: either way not serving
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(int(pid), signal.SIGKILL)
+        raise AssertionError("the server outlived its killed parent")
+    assert not _answers(url)

@@ -50,7 +50,7 @@ def _detect(path: str, method: str) -> list[float]:
     from worldmill.config import TranscodeConfig
     from worldmill.tasks import onepass
     from worldmill.tasks.ingest import inspect_file
-    from worldmill.tasks.split import analyse_frames
+    from worldmill.tasks.shot_detect import analyse_frames
 
     v = inspect_file(path, "")
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@ the encoder and the per-clip stages.
 One ffmpeg process decodes the source and splits every decoded frame three ways:
 
 1. the detector's raster (``SplitConfig.analysis_width``, 64x36 RGB, area filter), piped
-   to Python: the same frames :func:`~worldmill.tasks.split.decode_analysis` gives;
+   to Python: the same frames :func:`~worldmill.tasks.split_backends.decode_analysis` gives;
 2. the transcode's output size (bicubic, yuv420p, exactly what the encoder would have
    scaled to) into a raw *spool* file;
 3. ``STAGE_FPS`` (4) frames per second at ``STAGE_WIDTH`` (320) px RGB into a second raw
@@ -50,7 +50,7 @@ from worldmill.media import ClipView, MediaError, even, ffmpeg_bin
 from worldmill.records import Clip, Video
 from worldmill.tasks.filter_motion import ANALYSIS_FPS as STAGE_FPS
 from worldmill.tasks.filter_motion import ANALYSIS_WIDTH as STAGE_WIDTH
-from worldmill.tasks.split import _analysis_size, no_frames_message
+from worldmill.tasks.split_backends import analysis_size, no_frames_message
 from worldmill.tasks.transcode import RESERVATIONS, SEG_PREFIX, output_size, raise_if_infra
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def decode_once(
     Raises MediaError when nothing decodes (the video's fault) and
     :class:`~worldmill.media.InfraError` when ffmpeg was killed or could not write."""
     src = video.local_path or video.path
-    aw, ah = _analysis_size(split.analysis_width)
+    aw, ah = analysis_size(split.analysis_width)
     w, h = output_size(video, tc)
     sw, sh = _stage_size(w, h)
     Path(work_dir).mkdir(parents=True, exist_ok=True)

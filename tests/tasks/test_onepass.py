@@ -12,7 +12,8 @@ from worldmill.media import InfraError, MediaError, decode_frames, probe
 from worldmill.records import OK, Clip, Video
 from worldmill.synth import write_video
 from worldmill.tasks import onepass
-from worldmill.tasks.split import decode_analysis, split_video
+from worldmill.tasks.split import split_video
+from worldmill.tasks.split_backends import decode_analysis
 from worldmill.tasks.transcode import transcode_clips
 
 FPS = 24

@@ -15,9 +15,9 @@ from worldmill.media import MediaError, probe
 from worldmill.records import FAILED, OK, Video, clip_id_for
 from worldmill.sample_data import generate
 from worldmill.synth import write_video
+from worldmill.tasks.shot_detect import Transition
 from worldmill.tasks.split import (
     TOO_SHORT,
-    Transition,
     detect_boundaries,
     detect_transitions,
     match_boundaries,
@@ -324,7 +324,7 @@ def test_real_footage_static_scene_has_no_boundary() -> None:
 
 
 def test_real_footage_dissolve_is_found(tmp_path) -> None:
-    from worldmill.tasks.split import decode_analysis
+    from worldmill.tasks.split_backends import decode_analysis
 
     # bikes.mp4 (25 fps) has hard cuts at ~3.04 s and ~5.48 s; dissolve those two real
     # shots over 1 s and the dissolve (not a hard cut) is found at its midpoint.
@@ -346,7 +346,7 @@ def test_real_footage_dissolves_between_every_pair_of_shots(tmp_path) -> None:
     length not used while tuning): riders and the camera move through each dissolve, so
     the in-between frames are not pixel blends of the window's ends. Each is found as one
     dissolve at its midpoint, with no other boundary."""
-    from worldmill.tasks.split import decode_analysis
+    from worldmill.tasks.split_backends import decode_analysis
 
     frames, fps = decode_analysis(str(_real_footage("bikes.mp4")), 320)
     # bikes.mp4's hard cuts are at frames 30, 76, 137, 187 and 242; shots without the

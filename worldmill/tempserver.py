@@ -33,6 +33,8 @@ from pathlib import Path
 
 TEMPORARY_URL_ENV = "WORLDMILL_TEMPORARY_API_URL"
 _PORT_IN_USE = 3  # uvicorn's exit status when it cannot bind its port
+# Health checks go straight to 127.0.0.1, never through an http_proxy from the environment.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _free_port() -> int:
@@ -112,7 +114,7 @@ class TemporaryServer:
             if rc is not None:
                 raise RuntimeError(f"temporary Prefect server exited ({rc}): {self._output()}")
             try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:
+                with _NO_PROXY.open(f"{self.api_url}/health", timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):

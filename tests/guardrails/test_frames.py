@@ -3,6 +3,8 @@ Haar cascades and the real NudeNet detector."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,86 @@ def test_disabled_is_a_no_op_and_recorded(frames):
 def test_bad_frames_rejected():
     with pytest.raises(ValueError, match="uint8"):
         guard_frames(np.zeros((2, 8, 8, 3), dtype=np.float32))
+
+
+def _with_tone(video: Path, out: Path, audio_codec: str = "aac") -> Path:
+    """``video`` plus a 440 Hz tone as long as the video, muxed by real ffmpeg."""
+    import subprocess
+
+    from worldmill.media import ffmpeg_bin, probe
+
+    dur = probe(str(video)).duration_s
+    cmd = [ffmpeg_bin(), "-v", "error", "-y", "-i", str(video)]
+    cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={dur}"]
+    cmd += ["-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", audio_codec, str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+def _audio(path: Path) -> np.ndarray:
+    """The first audio stream of ``path`` as mono float samples at 16 kHz."""
+    import subprocess
+
+    from worldmill.media import ffmpeg_bin
+
+    cmd = [ffmpeg_bin(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1"]
+    cmd += ["-ar", "16000", "-f", "s16le", "-"]
+    raw = subprocess.run(cmd, check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.int16).astype(np.float64) / 32768.0
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x**2)))
+
+
+def test_guard_video_carries_the_audio_over(tmp_path):
+    from worldmill.media import probe
+
+    src = _with_tone(write_astronaut_mp4(tmp_path / "a.mp4"), tmp_path / "a_tone.mp4")
+    dst = tmp_path / "guarded.mp4"
+    rep = guard_video(str(src), str(dst))
+    assert rep["audio"] == "copied" and probe(str(dst)).has_audio
+    a, b = _audio(src), _audio(dst)
+    assert abs(len(a) - len(b)) <= 1024 and _rms(b) > 0.05  # the tone (RMS 0.088), its whole length
+    assert not list(tmp_path.glob("*.video.mp4"))  # the video-only temp file is gone
+
+
+def test_guard_video_without_audio_says_so(tmp_path):
+    src = write_astronaut_mp4(tmp_path / "a.mp4")
+    assert guard_video(str(src), str(tmp_path / "g.mp4"))["audio"] == "none"
+
+
+def test_withheld_frames_become_time_ranges():
+    from worldmill.guardrails.frames import withheld_ranges
+
+    assert withheld_ranges([7, 2, 3, 4], fps=8.0) == [(0.25, 0.625), (0.875, 1.0)]
+    assert withheld_ranges([], fps=8.0) == []
+
+
+def test_audio_is_muted_where_frames_were_withheld(tmp_path):
+    """Withheld frames are black; their audio is silenced too (it was never checked)."""
+    from worldmill.guardrails.frames import mux_audio
+
+    frames = np.full((24, 64, 64, 3), 128, np.uint8)  # 3 s at 8 fps
+    src = _with_tone(write_video(tmp_path / "v.mp4", frames, fps=8.0), tmp_path / "src.mp4")
+    dst = tmp_path / "dst.mp4"
+    assert mux_audio(str(tmp_path / "v.mp4"), str(src), str(dst), [(1.0, 2.0)]) == "muted 1 ranges"
+    x, sr = _audio(dst), 16000
+    assert _rms(x[int(1.1 * sr) : int(1.9 * sr)]) < 1e-3  # silent inside the range
+    assert (
+        _rms(x[int(0.1 * sr) : int(0.9 * sr)]) > 0.05
+    )  # the tone before it (ffmpeg sine: amplitude 1/8, RMS 0.088)
+    assert _rms(x[int(2.1 * sr) : int(2.9 * sr)]) > 0.05  # and after it
+
+
+def test_audio_mp4_cannot_hold_is_reencoded(tmp_path):
+    """PCM audio (from a .mov) is not allowed in mp4 as is: it is re-encoded to AAC."""
+    from worldmill.guardrails.frames import mux_audio
+    from worldmill.media import probe
+
+    frames = np.full((16, 64, 64, 3), 90, np.uint8)
+    video = write_video(tmp_path / "v.mp4", frames, fps=8.0)
+    src = _with_tone(video, tmp_path / "src.mov", audio_codec="pcm_s16le")
+    dst = tmp_path / "dst.mp4"
+    assert mux_audio(str(video), str(src), str(dst), []) == "re-encoded"
+    assert probe(str(dst)).has_audio and _rms(_audio(dst)) > 0.05

@@ -219,15 +219,70 @@ def guard_frames(frames: np.ndarray, cfg: Guardrails | None = None) -> tuple[np.
 
 def guard_video(src: str, dst: str, cfg: Guardrails | None = None, crf: int = 18) -> dict:
     """Decode ``src`` (ffmpeg, full resolution), :func:`guard_frames`, encode H.264 ``dst``
-    at the source frame rate. Returns the report plus ``input``, ``output``, ``fps``.
-    Audio is not carried over. Raises :class:`worldmill.media.MediaError` on bad input."""
+    at the source frame rate, with the source's audio carried over (muted wherever frames
+    were withheld: the audio is not checked, so it goes with its frames). Returns the
+    report plus ``input``, ``output``, ``fps`` and ``audio`` (see :func:`mux_audio`).
+    Raises :class:`worldmill.media.MediaError` on bad input."""
     from worldmill.media import decode_frames, even, probe
     from worldmill.synth import write_video
 
     info = probe(src)
+    fps = info.fps or 24.0
     # yuv420p needs even sides: decode straight to the nearest even size.
     w, h = even(info.width), even(info.height)
     frames = decode_frames(src, width=w, height=h)  # (T, H, W, 3)
     guarded, report = guard_frames(frames, cfg)
-    write_video(dst, guarded, fps=info.fps or 24.0, crf=crf)
-    return {"input": str(src), "output": str(dst), "fps": info.fps, **report}
+    if not info.has_audio:
+        write_video(dst, guarded, fps=fps, crf=crf)
+        return {"input": str(src), "output": str(dst), "fps": info.fps, "audio": "none", **report}
+    video_only = f"{dst}.video.mp4"
+    try:
+        write_video(video_only, guarded, fps=fps, crf=crf)
+        mute = withheld_ranges(report.get("withheld", []), fps)
+        audio = mux_audio(video_only, src, dst, mute)
+    finally:
+        if os.path.exists(video_only):
+            os.unlink(video_only)
+    return {"input": str(src), "output": str(dst), "fps": info.fps, "audio": audio, **report}
+
+
+def withheld_ranges(frames: list[int], fps: float) -> list[tuple[float, float]]:
+    """Sorted frame indices -> ``[(start_s, end_s), ...]`` of the runs of consecutive
+    frames (frame ``i`` lasts ``[i / fps, (i + 1) / fps)``)."""
+    runs: list[list[int]] = []
+    for i in sorted(frames):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return [(a / fps, (b + 1) / fps) for a, b in runs]
+
+
+def mux_audio(video: str, src: str, dst: str, mute: list[tuple[float, float]]) -> str:
+    """Write ``dst``: the video stream of ``video`` (copied) and the audio streams of ``src``.
+    Audio is copied as it is unless ``mute`` has ``(start_s, end_s)`` ranges to silence
+    (then AAC); a codec the mp4 container refuses is re-encoded to AAC. Returns what was
+    done: "copied", "re-encoded" or "muted N ranges". Raises
+    :class:`worldmill.media.MediaError` when ffmpeg cannot write ``dst`` either way."""
+    import subprocess
+
+    from worldmill.media import MediaError, ffmpeg_bin
+
+    def run(audio_args: list[str]) -> subprocess.CompletedProcess:
+        cmd = [ffmpeg_bin(), "-v", "error", "-y", "-i", video, "-i", src]
+        cmd += ["-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *audio_args, dst]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    if mute:
+        on = "+".join(f"between(t,{a:.6f},{b:.6f})" for a, b in mute)
+        r, done = (
+            run(["-af", f"volume=0:enable='{on}'", "-c:a", "aac"]),
+            f"muted {len(mute)} ranges",
+        )
+    else:
+        r, done = run(["-c:a", "copy"]), "copied"
+        if r.returncode != 0:  # e.g. PCM or Vorbis audio, which mp4 does not take as is
+            r, done = run(["-c:a", "aac"]), "re-encoded"
+    if r.returncode != 0:
+        raise MediaError(f"could not add the audio of {src} to {dst}: {r.stderr.strip()[-500:]}")
+    return done

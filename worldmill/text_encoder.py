@@ -100,7 +100,7 @@ class BertSentenceEncoder:
         self.w = {k.removeprefix(prefix): v.astype(np.float32) for k, v in w.items()}
         # Dense weights stored (out, in): kept transposed and contiguous for one BLAS sgemm
         # per layer over all tokens of a batch.
-        for k in [k for k in self.w if k.startswith("encoder.") and k.endswith("dense.weight")
+        for k in [k for k in self.w if (k.startswith("encoder.") and k.endswith("dense.weight"))
                   or k.endswith(("query.weight", "key.weight", "value.weight"))]:  # fmt: skip
             self.w[k] = np.ascontiguousarray(self.w[k].T)
         self.tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))

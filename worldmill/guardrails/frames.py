@@ -232,16 +232,16 @@ def guard_video(src: str, dst: str, cfg: Guardrails | None = None, crf: int = 18
     w, h = even(info.width), even(info.height)
     frames = decode_frames(src, width=w, height=h)  # (T, H, W, 3)
     guarded, report = guard_frames(frames, cfg)
-    if not info.has_audio:
-        write_video(dst, guarded, fps=fps, crf=crf)
-        return {"input": str(src), "output": str(dst), "fps": info.fps, "audio": "none", **report}
-    video_only = f"{dst}.video.mp4"
+    # With audio, the video goes to a temporary file first and ffmpeg adds the audio.
+    video_only = f"{dst}.video.mp4" if info.has_audio else dst
+    audio = "none"
     try:
         write_video(video_only, guarded, fps=fps, crf=crf)
-        mute = withheld_ranges(report.get("withheld", []), fps)
-        audio = mux_audio(video_only, src, dst, mute)
+        if info.has_audio:
+            mute = withheld_ranges(report.get("withheld", []), fps)
+            audio = mux_audio(video_only, src, dst, mute)
     finally:
-        if os.path.exists(video_only):
+        if info.has_audio and os.path.exists(video_only):
             os.unlink(video_only)
     return {"input": str(src), "output": str(dst), "fps": info.fps, "audio": audio, **report}
 

@@ -35,7 +35,7 @@ from worldmill.runlock import run_lock
 from worldmill.stages import load_stages
 from worldmill.store import Store
 from worldmill.tasks.dedup import dedup_task
-from worldmill.tasks.embed import embed_task
+from worldmill.tasks.embed import embed_new_clips, embed_task
 from worldmill.tasks.ingest import ingest_task
 from worldmill.tasks.process_video import process_video_task, read_staging, staging_dir
 from worldmill.tasks.report import report_task
@@ -117,6 +117,8 @@ def curate_dag(config: CurateConfig) -> dict:
             continue
         done += commit_staging(store, run_id)
         log.info("progress: %d/%d videos committed", done, len(ing.todo))
+        if prewarm_after <= n < len(futures):
+            _embed_committed(store, config, log)
 
     # Catalogue stages run when something was committed, or when an interrupted run left
     # clips without embeddings or kept clips outside any shard.
@@ -153,6 +155,19 @@ def commit_staging(store: Store, run_id: str) -> int:
         path.unlink()
         n += 1
     return n
+
+
+def _embed_committed(store: Store, config: CurateConfig, log) -> None:
+    """At the run's tail (a task slot has no video left to take), embed the captions of the
+    clips committed so far on that otherwise idle core: the embed stage after the last
+    video then has only that video's clips left. A failure here is left to that stage."""
+    try:
+        n = embed_new_clips(store, config.embed)
+    except Exception as e:  # noqa: BLE001 -- the embed stage does it again, and reports
+        log.warning("early caption embedding failed (the embed stage will retry): %s", e)
+        return
+    if n:
+        log.info("embedded the captions of %d committed clips while the last videos run", n)
 
 
 def _start_prewarm(config: CurateConfig) -> None:

@@ -219,11 +219,20 @@ def embed_task(out: str, cfg: EmbedConfig) -> int:
     from worldmill.store import Store
 
     store = Store(out)
+    n = embed_new_clips(store, cfg)
+    store.ensure_vector_index("visual_embedding", cfg.index_min_rows)
+    return n
+
+
+def embed_new_clips(store: Any, cfg: EmbedConfig) -> int:
+    """Caption embeddings for the clips of ``store`` (a :class:`~worldmill.store.Store`)
+    that have none yet; returns how many were embedded. What :func:`embed_task` does
+    before it sees to the index: the curate flow also calls it while the run's last videos
+    are processed, on a core no video is waiting for."""
     rows = store.clip_rows(["clip_id", "caption"], where="embedding IS NULL")
     if rows:
         emb = embed_texts([r["caption"] or "" for r in rows], cfg)  # (N, 384)
         store.update_clips(
             [{"clip_id": r["clip_id"], "embedding": e} for r, e in zip(rows, emb, strict=True)]
         )
-    store.ensure_vector_index("visual_embedding", cfg.index_min_rows)
     return len(rows)

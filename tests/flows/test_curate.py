@@ -264,6 +264,28 @@ def test_runs_and_logs_reach_prefect_before_the_temporary_server_stops(curated):
     assert any(re.match(r"progress: \d+/\d+ videos committed", m) for m in dag_lines)
 
 
+def test_committed_captions_are_embedded_while_the_last_videos_run(curated):
+    """Once a task slot has no video left to take, the flow embeds the captions of the
+    clips committed so far on that idle core; the embed stage after the last video then
+    does the rest. Every clip ends with its caption embedding either way."""
+    import re
+
+    _, out, _, r = curated
+    logs = r.stdout + r.stderr
+    tasks, slots = map(
+        int, re.search(r"new videos in (\d+) tasks on (\d+) task slots", logs).groups()
+    )
+    assert tasks > slots, "the corpus must leave a slot idle before the last video ends"
+    early = re.search(r"embedded the captions of (\d+) committed clips while the last", logs)
+    assert early, logs[-3000:]
+    store = Store(out)
+    assert 0 < int(early.group(1)) < store.count("clips")
+    # it ran after the commit that left a slot idle, and before the last commit
+    at = logs.index(early.group(0))
+    assert logs.index(f"progress: {tasks - slots + 1}/") < at < logs.index(f"progress: {tasks}/")
+    assert store.count("clips", "embedding IS NULL") == 0
+
+
 def test_rerun_adds_nothing(curated):
     raw, out, gt, _ = curated
     s = Store(out)

@@ -3,6 +3,7 @@ uvicorn + Prefect API subprocess on the test session's SQLite database."""
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
 
@@ -37,6 +38,35 @@ def test_starts_answers_and_stops():
     finally:
         s.stop()
     assert s.process is None and not _answers(s.api_url)
+
+
+def _block_types(api_url: str) -> list:
+    req = urllib.request.Request(
+        f"{api_url}/block_types/filter", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.parametrize("explicit", [None, "true"])
+def test_registers_no_block_types_unless_the_environment_asks(tmp_path, monkeypatch, explicit):
+    """Block-type registration (half a second of the boot) is off on the temporary server:
+    flows need none. ``PREFECT_API_BLOCKS_REGISTER_ON_START`` set by the user still wins.
+    Each case starts on a fresh database, so what it finds is what this boot registered."""
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    if explicit:
+        monkeypatch.setenv("PREFECT_API_BLOCKS_REGISTER_ON_START", explicit)
+    s = TemporaryServer()
+    s.start()
+    try:
+        s.wait(180)
+        names = {b["slug"] for b in _block_types(s.api_url)}
+    finally:
+        s.stop()
+    if explicit:
+        assert {"local-file-system", "secret"} <= names
+    else:
+        assert names == set()
 
 
 def test_moves_to_another_port_when_its_port_is_taken(monkeypatch):

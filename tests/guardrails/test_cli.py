@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from tests.conftest import run_cli
 from tests.guardrails._astronaut import write_astronaut_mp4
 from worldmill.guardrails import EXIT_REFUSED
@@ -53,3 +55,16 @@ def test_guard_video_bad_input_exit_1(tmp_path):
     r = run_cli("guard", "video", str(bad), "--out", str(tmp_path / "o.mp4"))
     assert r.returncode == 1 and "cannot read" in r.stderr, r.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("where", ["missing_dir/o.mp4", "a_dir"])
+def test_guard_video_unwritable_output_exit_4(tmp_path, where):
+    """An output that cannot be written is not the input's fault: its own message and exit
+    code, no traceback, nothing left behind, and an existing folder is never removed."""
+    src = write_astronaut_mp4(tmp_path / "in.mp4")
+    (tmp_path / "a_dir").mkdir()
+    out = tmp_path / where
+    r = run_cli("guard", "video", str(src), "--out", str(out))
+    assert r.returncode == 4, r.stderr
+    assert f"cannot write {out}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.parent.joinpath("o.mp4").exists() and (tmp_path / "a_dir").is_dir()

@@ -4,7 +4,8 @@ worldmill guard prompt "TEXT" [--config F] [--set k=v]   # exit 0 allowed, 3 ref
 worldmill guard video IN.mp4 --out OUT.mp4 [--report R.json] [--config F] [--set k=v]
 
 Exit codes: 0 ok; 3 (``EXIT_REFUSED``) prompt refused, the one-line reason on stderr;
-2 invalid config value (the message names the key) or usage; 1 unreadable input video.
+2 invalid config value (the message names the key) or usage; 1 unreadable input video;
+4 (``EXIT_OUTPUT``) the guarded video could not be written (no partial file is left).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 from pathlib import Path
 
 from worldmill.config import ConfigError, load_config
+
+EXIT_OUTPUT = 4  # guard video: the output could not be written
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +55,7 @@ def main(argv: list[str]) -> int:
         print(f"allowed ({v.reason})")
         return 0
 
-    from worldmill.guardrails.frames import guard_video
+    from worldmill.guardrails.frames import OutputError, guard_video
     from worldmill.media import MediaError
 
     try:
@@ -60,6 +63,11 @@ def main(argv: list[str]) -> int:
     except MediaError as e:
         print(f"worldmill guard: cannot read {args.input}: {e}", file=sys.stderr)
         return 1
+    except OutputError as e:
+        if Path(args.out).is_file():  # whatever ffmpeg left there is not a guarded video
+            Path(args.out).unlink()
+        print(f"worldmill guard: cannot write {args.out}: {e}", file=sys.stderr)
+        return EXIT_OUTPUT
     text = json.dumps(report, indent=2)
     if args.report:
         Path(args.report).write_text(text + "\n")

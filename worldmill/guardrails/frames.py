@@ -217,12 +217,18 @@ def guard_frames(frames: np.ndarray, cfg: Guardrails | None = None) -> tuple[np.
     return out, report
 
 
+class OutputError(Exception):
+    """The guarded video could not be written (a missing folder, a full disk, ffmpeg's
+    muxer refusing the audio): not the input's fault. The message is meant for people."""
+
+
 def guard_video(src: str, dst: str, cfg: Guardrails | None = None, crf: int = 18) -> dict:
     """Decode ``src`` (ffmpeg, full resolution), :func:`guard_frames`, encode H.264 ``dst``
     at the source frame rate, with the source's audio carried over (muted wherever frames
     were withheld: the audio is not checked, so it goes with its frames). Returns the
     report plus ``input``, ``output``, ``fps`` and ``audio`` (see :func:`mux_audio`).
-    Raises :class:`worldmill.media.MediaError` on bad input."""
+    Raises :class:`worldmill.media.MediaError` on bad input and :class:`OutputError` when
+    ``dst`` cannot be written."""
     from worldmill.media import decode_frames, even, probe
     from worldmill.synth import write_video
 
@@ -236,7 +242,10 @@ def guard_video(src: str, dst: str, cfg: Guardrails | None = None, crf: int = 18
     video_only = f"{dst}.video.mp4" if info.has_audio else dst
     audio = "none"
     try:
-        write_video(video_only, guarded, fps=fps, crf=crf)
+        try:
+            write_video(video_only, guarded, fps=fps, crf=crf)
+        except (RuntimeError, OSError) as e:  # ffmpeg could not write it, or the pipe broke
+            raise OutputError(str(e)) from e
         if info.has_audio:
             mute = withheld_ranges(report.get("withheld", []), fps)
             audio = mux_audio(video_only, src, dst, mute)
@@ -262,11 +271,11 @@ def mux_audio(video: str, src: str, dst: str, mute: list[tuple[float, float]]) -
     """Write ``dst``: the video stream of ``video`` (copied) and the audio streams of ``src``.
     Audio is copied as it is unless ``mute`` has ``(start_s, end_s)`` ranges to silence
     (then AAC); a codec the mp4 container refuses is re-encoded to AAC. Returns what was
-    done: "copied", "re-encoded" or "muted N ranges". Raises
-    :class:`worldmill.media.MediaError` when ffmpeg cannot write ``dst`` either way."""
+    done: "copied", "re-encoded" or "muted N ranges". Raises :class:`OutputError` when
+    ffmpeg cannot write ``dst`` either way."""
     import subprocess
 
-    from worldmill.media import MediaError, ffmpeg_bin
+    from worldmill.media import ffmpeg_bin
 
     def run(audio_args: list[str]) -> subprocess.CompletedProcess:
         cmd = [ffmpeg_bin(), "-v", "error", "-y", "-i", video, "-i", src]
@@ -284,5 +293,5 @@ def mux_audio(video: str, src: str, dst: str, mute: list[tuple[float, float]]) -
         if r.returncode != 0:  # e.g. PCM or Vorbis audio, which mp4 does not take as is
             r, done = run(["-c:a", "aac"]), "re-encoded"
     if r.returncode != 0:
-        raise MediaError(f"could not add the audio of {src} to {dst}: {r.stderr.strip()[-500:]}")
+        raise OutputError(f"could not add the audio of {src} to {dst}: {r.stderr.strip()[-500:]}")
     return done

@@ -28,16 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from worldmill.sample_data import (
-    COLOR_PHOTOS,
-    FPS,
-    GRAY_PHOTOS,
-    X264_DETERMINISTIC,
-    H,
-    W,
-    _kenburns,
-    _load_photo,
-)
+from worldmill.sample_data import X264_DETERMINISTIC
+from worldmill.sample_shots import COLOR_PHOTOS, FPS, GRAY_PHOTOS, H, W, kenburns, load_photo
 from worldmill.synth import write_video
 
 MOTIONS = ("pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
@@ -56,7 +48,7 @@ def _photo(name: str, rng: np.random.Generator) -> np.ndarray:
         hue = int(rng.integers(0, 180))
         hsv = np.array([[[hue, 200, 50], [(hue + 25) % 180, 80, 250]]], np.uint8)
         tint = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
-    img = _load_photo(name, tint)
+    img = load_photo(name, tint)
     if not gray:
         hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
         hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.integers(-12, 13))) % 180
@@ -152,7 +144,7 @@ def generate_world(out_dir: str | Path, seed: int = 0, videos: int = 96) -> dict
             img = _photo(content, vrng)
         seconds = float(np.round(vrng.uniform(3.0, 5.0) * FPS) / FPS)
         a, b, speed = camera_path(img.shape[:2], motion, seconds, vrng)
-        frames = _kenburns(img, int(round(seconds * FPS)), a, b)
+        frames = kenburns(img, int(round(seconds * FPS)), a, b)
         name = f"world_{i:04d}.mp4"
         write_video(out / name, frames, fps=FPS, crf=18, extra_args=X264_DETERMINISTIC)
         truth[name] = {

@@ -13,7 +13,7 @@ import pytest
 
 from worldmill.config import CurateConfig, StageSpec
 from worldmill.media import ffmpeg_bin, probe
-from worldmill.sample_data import _kenburns, _load_photo
+from worldmill.sample_shots import kenburns, load_photo
 from worldmill.store import Store
 from worldmill.synth import write_video
 
@@ -26,9 +26,9 @@ def _ffmpeg(*args: str) -> None:
 def footage(tmp_path_factory) -> dict[str, Path]:
     """``{"original": 1280x720 mp4, "copy": 854x480 degraded copy}`` of one 3-s shot."""
     d = tmp_path_factory.mktemp("keep_best_src")
-    img = _load_photo("coffee", None)  # a corpus photo filmed by the virtual camera
+    img = load_photo("coffee", None)  # a corpus photo filmed by the virtual camera
     a, b = np.array([200.0, 200.0, 380.0]), np.array([330.0, 190.0, 300.0])  # (cx, cy, w)
-    small = write_video(d / "shot.mp4", _kenburns(img, 72, a, b), fps=24, crf=16)
+    small = write_video(d / "shot.mp4", kenburns(img, 72, a, b), fps=24, crf=16)
     orig, copy = d / "original.mp4", d / "copy.mp4"
     enc = ["-an", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
     _ffmpeg("-i", str(small), "-vf", "scale=1280:720:flags=lanczos", *enc, "-crf", "18", str(orig))

@@ -40,17 +40,17 @@ def test_compose_places_cuts_dissolves_and_fades():
     def flat(value: int, n: int) -> Shot:
         return Shot("moving", n, f"c{value}", lambda m: np.full((m, H, W, 3), value, np.uint8))
 
-    shots = [flat(40, 48), flat(200, 48), flat(120, 48), flat(80, 48)]
-    frames, bounds = compose(shots, [("hard", 0), ("dissolve", 12), ("fade", 8)])
+    shots = [flat(40, 20), flat(200, 20), flat(120, 20), flat(80, 20)]
+    frames, bounds = compose(shots, [("hard", 0), ("dissolve", 6), ("fade", 4)])
     # A dissolve renders d extra frames of the next shot, so no shot gets shorter.
-    assert frames.shape == (4 * 48, H, W, 3) and frames.dtype == np.uint8
+    assert frames.shape == (4 * 20, H, W, 3) and frames.dtype == np.uint8
     assert [b["type"] for b in bounds] == ["hard", "dissolve", "fade"]
     hard, diss, fade = bounds
-    assert hard["time_s"] == hard["start_s"] == hard["end_s"] == 48 / FPS
-    assert (frames[47, 0, 0, 0], frames[48, 0, 0, 0]) == (40, 200)
-    # Dissolve over frames [84, 96): midpoint at 90, a blend of both shots inside.
-    assert (diss["start_s"], diss["time_s"], diss["end_s"]) == (84 / FPS, 90 / FPS, 96 / FPS)
-    assert frames[83, 0, 0, 0] == 200 and 120 < frames[90, 0, 0, 0] < 200
-    # Fade: 8 frames out to black ending at frame 144, 8 in from black.
-    assert (fade["start_s"], fade["time_s"], fade["end_s"]) == (136 / FPS, 144 / FPS, 152 / FPS)
-    assert frames[143].max() == 0 and frames[144].max() == 0 and frames[152, 0, 0, 0] == 80
+    assert hard["time_s"] == hard["start_s"] == hard["end_s"] == 20 / FPS
+    assert (frames[19, 0, 0, 0], frames[20, 0, 0, 0]) == (40, 200)
+    # Dissolve over frames [34, 40): midpoint at 37, a blend of both shots inside.
+    assert (diss["start_s"], diss["time_s"], diss["end_s"]) == (34 / FPS, 37 / FPS, 40 / FPS)
+    assert frames[33, 0, 0, 0] == 200 and 120 < frames[37, 0, 0, 0] < 200
+    # Fade: 4 frames out to black ending at frame 60, 4 in from black.
+    assert (fade["start_s"], fade["time_s"], fade["end_s"]) == (56 / FPS, 60 / FPS, 64 / FPS)
+    assert frames[59].max() == 0 and frames[60].max() == 0 and frames[64, 0, 0, 0] == 80

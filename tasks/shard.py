@@ -21,25 +21,17 @@ Layout under ``out_dir``::
   written again (its existing shard path is returned): re-running a flow is idempotent.
 * ``manifest.json`` and ``.nv-meta`` are rewritten over *all* tars under ``out_dir`` after
   each call (tars already in the manifest with unchanged size are not re-read), under an
-  exclusive lock file so concurrent writers do not interleave.
-
-Energon format (``megatron.energon`` ``WebdatasetInfo`` / ``WebdatasetSplits``): shard
-names in ``.info.yaml`` and ``split.yaml`` are paths relative to ``out_dir``; each shard needs
-a ``<name>.tar.idx`` next to it (little-endian uint64 byte offset of each sample's first
-member, plus the end offset), which is what ``energon prepare`` would write.
-``dataset.yaml`` declares a ``CrudeWebdataset``: samples come to the training task encoder's
-cooker as raw dicts with ``mp4`` (bytes), ``json`` and ``txt`` parts.
+  exclusive lock file so concurrent writers do not interleave. The manifest, the Energon
+  format and ``read_shards`` are in ``tasks/shard_manifest.py``.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import math
 import os
 import re
-import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,15 +40,18 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-import yaml
 from prefect import task
 
 from worldmill.config import ShardConfig
-from worldmill.shards import TarSampleWriter, write_tar_index
+from worldmill.shards import TarSampleWriter
 from worldmill.tasks.actions import actions_npy
+from worldmill.tasks.shard_manifest import (
+    SHARD_RE,
+    scan_shards,
+    write_energon_meta,
+    write_manifest,
+)
 
-MANIFEST = "manifest.json"
-NV_META = ".nv-meta"
 _ASPECTS = {
     "21x9": 21 / 9,
     "16x9": 16 / 9,
@@ -68,7 +63,6 @@ _ASPECTS = {
     "9x16": 9 / 16,
 }
 _ASPECT_TOL = 0.06  # relative distance to snap to a standard aspect ratio
-_SHARD_RE = re.compile(r"^(?P<run>.+)-(?P<idx>\d{6})\.tar$")
 
 
 def aspect_name(width: int, height: int) -> str:
@@ -156,7 +150,7 @@ def _next_index(bucket_dir: Path, run_id: str) -> int:
     used = [
         int(m["idx"])
         for p in bucket_dir.glob(f"{glob_escape(run_id)}-*.tar*")
-        if (m := _SHARD_RE.match(p.name.removesuffix(".tmp").removesuffix(".idx")))
+        if (m := SHARD_RE.match(p.name.removesuffix(".tmp").removesuffix(".idx")))
         and m["run"] == run_id
     ]
     return max(used, default=-1) + 1
@@ -197,7 +191,7 @@ class _ShardSeries:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            os.replace(self.tmp, self.path)  # the .tar.idx is written by _scan
+            os.replace(self.tmp, self.path)  # the .tar.idx is written by scan_shards
             self.writer = None
 
 
@@ -235,7 +229,7 @@ def write_shards(
             raise ValueError(f"clip id {cid!r} must be non-empty without '.' or '/'")
     out = Path(out_dir)
     with _locked(out):
-        manifest = _scan(out)
+        manifest = scan_shards(out)
         existing = {cid: s["path"] for s in manifest["shards"] for cid in s["clip_ids"]}
         result = {c["clip_id"]: existing[c["clip_id"]] for c in clips if c["clip_id"] in existing}
 
@@ -263,134 +257,17 @@ def write_shards(
             finally:
                 w.close()
 
-        manifest = _scan(out, previous=manifest)
-        _write_manifest(out, manifest)
+        manifest = scan_shards(out, previous=manifest)
+        write_manifest(out, manifest)
         write_energon_meta(out, manifest, val_fraction=val_fraction)
     return result
-
-
-def _scan(out: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Manifest over every ``*.tar`` under ``out`` (reusing unchanged entries)."""
-    if previous is None:
-        mp = out / MANIFEST
-        previous = json.loads(mp.read_text()) if mp.is_file() else {"shards": []}
-    known = {s["path"]: s for s in previous.get("shards", [])}
-    shards = []
-    for tar in sorted(out.rglob("*.tar")):
-        rel = tar.relative_to(out).as_posix()
-        if rel.startswith(NV_META + "/"):
-            continue
-        nbytes = tar.stat().st_size
-        old = known.get(rel)
-        idx_file = tar.with_name(tar.name + ".idx")
-        if old is not None and old.get("bytes") == nbytes and idx_file.is_file():
-            shards.append(old)
-            continue
-        n, keys = write_tar_index(tar)  # also (re)creates a missing .tar.idx
-        m = _SHARD_RE.match(tar.name)
-        shards.append(
-            {
-                "path": rel,
-                "bucket": tar.parent.relative_to(out).as_posix(),
-                "run_id": m["run"] if m else "",
-                "n_samples": n,
-                "bytes": nbytes,
-                "clip_ids": keys,
-            }
-        )
-    buckets: dict[str, dict[str, int]] = {}
-    for s in shards:
-        b = buckets.setdefault(s["bucket"], {"n_shards": 0, "n_samples": 0})
-        b["n_shards"] += 1
-        b["n_samples"] += s["n_samples"]
-    return {
-        "version": 1,
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "n_shards": len(shards),
-        "n_samples": sum(s["n_samples"] for s in shards),
-        "buckets": dict(sorted(buckets.items())),
-        "shards": shards,
-    }
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    _atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
-
-
-def _split_of(path: str, val_fraction: float) -> str:
-    h = int.from_bytes(hashlib.sha1(path.encode()).digest()[:8], "big") / 2**64
-    return "val" if h < val_fraction else "train"
-
-
-def write_energon_meta(out: Path, manifest: dict[str, Any], val_fraction: float = 0.0) -> None:
-    """(Re)write ``out/.nv-meta/{.info.yaml, split.yaml, dataset.yaml}`` from a manifest."""
-    meta = out / NV_META
-    shards = [s for s in manifest["shards"] if s["n_samples"] > 0]
-    info = {"shard_counts": {s["path"]: int(s["n_samples"]) for s in shards}}
-    parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for s in shards:
-        parts[_split_of(s["path"], val_fraction)].append(s["path"])
-    split = {"exclude": [], "split_parts": parts}
-    dataset = (
-        "# worldmill clips: <clip_id>.mp4 (H.264 bytes), .txt (caption), .json (metadata).\n"
-        "# Crude dataset: samples reach your TaskEncoder's @cooker as dicts with keys\n"
-        "# 'mp4', 'txt', 'json' (plus __key__, ...).\n"
-        "__module__: megatron.energon\n"
-        "__class__: CrudeWebdataset\n"
-    )
-    _atomic_write(meta / ".info.yaml", yaml.safe_dump(info, sort_keys=True))
-    _atomic_write(meta / "split.yaml", yaml.safe_dump(split, sort_keys=False))
-    _atomic_write(meta / "dataset.yaml", dataset)
-
-
-def read_shards(out_dir: str) -> Iterator[dict[str, Any]]:
-    """Iterate every sample of every shard under ``out_dir`` (sorted by shard path).
-
-    Yields ``{"__key__": clip_id, "__shard__": relative tar path, "mp4": bytes,
-    "txt": str, "json": dict}`` (other parts as raw bytes).
-    """
-    out = Path(out_dir)
-    for tar in sorted(out.rglob("*.tar")):
-        rel = tar.relative_to(out).as_posix()
-        if rel.startswith(NV_META + "/"):
-            continue
-        sample: dict[str, Any] = {}
-        with tarfile.open(tar, "r:") as tf:
-            for m in tf:
-                if not m.isreg() or "." not in m.name:
-                    continue
-                key, ext = m.name.split(".", 1)
-                if sample and sample["__key__"] != key:
-                    yield sample
-                    sample = {}
-                if not sample:
-                    sample = {"__key__": key, "__shard__": rel}
-                f = tf.extractfile(m)
-                raw = f.read() if f is not None else b""
-                if ext == "json":
-                    sample[ext] = json.loads(raw)
-                elif ext == "txt":
-                    sample[ext] = raw.decode()
-                else:
-                    sample[ext] = raw
-        if sample:
-            yield sample
 
 
 __all__ = [
     "aspect_name",
     "bucket_name",
     "length_name",
-    "read_shards",
     "sample_metadata",
-    "write_energon_meta",
     "write_shards",
 ]
 

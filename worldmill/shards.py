@@ -1,5 +1,6 @@
-"""The shard format, one module for its writer (``tasks/shard.py``) and its readers (the
-training data, ``worldmill encode``).
+"""The shard format, one module for its writer (``tasks/shard.py``, with the index over
+all tars in ``tasks/shard_manifest.py``) and its readers (the training data, ``worldmill
+encode``).
 
 A shard is a WebDataset tar: samples are consecutive members sharing a key,
 ``<key>.<part>`` with parts ``mp4`` (H.264 clip), ``json`` (clip metadata: ``clip_id``,

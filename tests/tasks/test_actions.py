@@ -18,7 +18,7 @@ from worldmill.records import Video
 from worldmill.rollouts.record import encode_mp4
 from worldmill.store import Store
 from worldmill.tasks.actions import attach_actions, first_frame, sidecar_uri
-from worldmill.tasks.shard import read_shards
+from worldmill.tasks.shard_manifest import read_shards
 from worldmill.tasks.split import split_video
 from worldmill.tasks.transcode import transcode_clips
 

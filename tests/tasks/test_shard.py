@@ -14,7 +14,8 @@ import yaml
 
 from worldmill.config import ShardConfig
 from worldmill.synth import write_video
-from worldmill.tasks.shard import aspect_name, length_name, read_shards, write_shards
+from worldmill.tasks.shard import aspect_name, length_name, write_shards
+from worldmill.tasks.shard_manifest import read_shards
 
 CFG = ShardConfig(max_clips_per_shard=2, length_buckets_s=[5.0, 10.0, 30.0])
 

@@ -2,7 +2,9 @@
 
 Pure functions over arrays; the flow loads the rows (new clips plus the already-sharded,
 ``protected`` ones) from LanceDB, calls :func:`find_duplicates` and writes ``dup_of`` /
-``reject_reason`` back.
+``reject_reason`` back. The similarity report of what it found (nearest-neighbour
+similarity histogram, share removed vs ``eps``) and its plot are in
+:mod:`worldmill.tasks.dedup_report`.
 
 Policy
 ------
@@ -82,14 +84,14 @@ class DedupResult:
         return set(self.dup_of)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
     """Row-normalise ``(N, D)`` to unit L2 norm (zero rows stay zero), float32."""
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)  # (N, 1)
     return x / np.maximum(n, 1e-12)
 
 
-def _pairs_within(
+def pairs_within(
     vis: np.ndarray,
     vis_min_sim: float,
     idx: np.ndarray | None = None,
@@ -143,7 +145,7 @@ def _exact_pairs(vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return root[others].astype(np.int64), others.astype(np.int64)
 
 
-def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Connected-component label per node for an undirected edge list (union-find)."""
     if len(i) == 0:
         return np.arange(n)
@@ -181,7 +183,7 @@ def _semantic_pairs(
         members = np.nonzero(labels == c)[0]
         if len(members) < 2:
             continue
-        a, b = _pairs_within(
+        a, b = pairs_within(
             vis, 1.0 - visual_gate, idx=members, text=text, text_min_sim=1.0 - cfg.semantic_eps
         )
         pi.append(a)
@@ -231,9 +233,9 @@ def resolve_pairs(
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return (np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got]))
 
-    comp_all = _components(n, *edges(EXACT, NEAR, SEMANTIC))
-    comp_vis = _components(n, *edges(EXACT, NEAR))
-    comp_exact = _components(n, *edges(EXACT))
+    comp_all = components(n, *edges(EXACT, NEAR, SEMANTIC))
+    comp_vis = components(n, *edges(EXACT, NEAR))
+    comp_exact = components(n, *edges(EXACT))
 
     # Priority order: protected, source pixels desc, source bitrate desc, quality desc (NaN
     # last), id asc. np.lexsort sorts by its last key first.
@@ -351,105 +353,16 @@ def candidate_pairs(
     """
     n = len(visual)
     vis_raw = np.asarray(visual, dtype=np.float32).reshape(n, -1)  # (N, D)
-    vis = _normalise(vis_raw)
+    vis = normalise(vis_raw)
     nn = np.full(n, np.nan, np.float32)
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {
         EXACT: _exact_pairs(vis_raw),
-        NEAR: _pairs_within(vis, 1.0 - cfg.eps, block=block, nn_out=nn),
+        NEAR: pairs_within(vis, 1.0 - cfg.eps, block=block, nn_out=nn),
     }
     if cfg.semantic and text is not None and n > 1:
-        txt = _normalise(np.asarray(text).reshape(n, -1))  # (N, Dt)
+        txt = normalise(np.asarray(text).reshape(n, -1))  # (N, Dt)
         pairs[SEMANTIC] = _semantic_pairs(vis, txt, cfg, semantic_visual_gate)
     return pairs, np.clip(nn, -1.0, 1.0)
-
-
-# --------------------------------------------------------------------------- reporting
-
-
-def similarity_report(
-    nn_similarity: np.ndarray,
-    eps_grid: list[float] | np.ndarray | None = None,
-    *,
-    visual: np.ndarray | None = None,
-    bins: int = 50,
-    eps: float | None = None,
-) -> dict:
-    """Histogram of nearest-neighbour similarities and the "fraction removed vs eps" curve.
-
-    Returns a JSON-able dict::
-
-        {"n": N, "n_finite": M,
-         "histogram": {"bin_edges": [bins+1], "counts": [bins]},   # counts sum to M
-         "eps_grid": [...],
-         "fraction_with_neighbour": [...],  # share of clips whose NN distance < eps
-         "fraction_removed": [...] | None,  # exact share rejected by near-dup at eps
-         "eps": eps}
-
-    ``fraction_with_neighbour`` is an upper bound of the removed share (a pair flags both
-    clips, one is kept). Pass ``visual`` (the same ``(N, D)`` descriptors) to get the exact
-    ``fraction_removed`` (N - number of duplicate groups, per eps; protected rows ignored).
-    """
-    sims = np.asarray(nn_similarity, dtype=np.float64).reshape(-1)
-    n = len(sims)
-    finite = sims[np.isfinite(sims)]
-    grid = np.asarray(
-        eps_grid if eps_grid is not None else [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3], float
-    )
-    lo = min(0.0, float(finite.min())) if len(finite) else 0.0
-    counts, edges = np.histogram(finite, bins=bins, range=(lo, 1.0))
-    with_nb = [float((finite > 1.0 - e).sum() / n) if n else 0.0 for e in grid]
-    removed: list[float] | None = None
-    if visual is not None:
-        vis = _normalise(np.asarray(visual).reshape(n, -1))
-        pi, pj = _pairs_within(vis, 1.0 - float(grid.max()) if len(grid) else 1.0)
-        s = np.einsum("pd,pd->p", vis[pi], vis[pj]) if len(pi) else np.zeros(0)  # (P,)
-        removed = []
-        for e in grid:
-            keep = s > 1.0 - e
-            n_groups = len(np.unique(_components(n, pi[keep], pj[keep]))) if n else 0
-            removed.append(float((n - n_groups) / n) if n else 0.0)
-    return {
-        "n": n,
-        "n_finite": int(len(finite)),
-        "histogram": {"bin_edges": edges.tolist(), "counts": counts.astype(int).tolist()},
-        "eps_grid": grid.tolist(),
-        "fraction_with_neighbour": with_nb,
-        "fraction_removed": removed,
-        "eps": eps,
-    }
-
-
-def plot_similarity(report: dict, path: str) -> str:
-    """Write a PNG (histogram + removal curve) of a :func:`similarity_report`. Returns path."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure  # no pyplot: thread-safe, no global state
-
-    fig = Figure(figsize=(10, 4), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2)
-    edges = np.asarray(report["histogram"]["bin_edges"])
-    counts = np.asarray(report["histogram"]["counts"])
-    ax1.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4477aa")
-    ax1.set_xlabel("nearest-neighbour cosine similarity")
-    ax1.set_ylabel("clips")
-    ax1.set_title(f"NN similarity (n={report['n']})")
-    grid = report["eps_grid"]
-    ax2.plot(grid, report["fraction_with_neighbour"], "o--", label="has a neighbour < eps")
-    if report.get("fraction_removed") is not None:
-        ax2.plot(grid, report["fraction_removed"], "o-", label="removed")
-    if report.get("eps") is not None:
-        ax1.axvline(1.0 - report["eps"], color="red", linestyle=":", label="1 - eps")
-        ax2.axvline(report["eps"], color="red", linestyle=":", label="eps")
-        ax1.legend()
-    ax2.set_xlabel("eps (cosine distance)")
-    ax2.set_ylabel("fraction of clips")
-    ax2.set_ylim(0, 1)
-    ax2.set_title("near-duplicate removal vs eps")
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
 
 
 # --------------------------------------------------------------------------- Prefect task
@@ -463,7 +376,8 @@ def dedup_task(out: str, cfg: DedupConfig) -> dict:
     Candidates are clips that passed every filter (kept, or rejected only as duplicates in
     an earlier run, so verdicts are recomputed as new copies arrive). Clips already in a
     shard are protected: they are never rejected, a new copy of them is the duplicate.
-    Returns counts, the similarity report and its plot's path.
+    Returns counts, the similarity report and its plot's path
+    (:mod:`worldmill.tasks.dedup_report`).
     """
     from worldmill.tasks.dedup_index import run_dedup
 

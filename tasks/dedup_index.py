@@ -45,12 +45,11 @@ from worldmill.tasks.dedup import (
     EXACT,
     NEAR,
     SEMANTIC,
-    _normalise,
     candidate_pairs,
-    plot_similarity,
+    normalise,
     resolve_pairs,
-    similarity_report,
 )
+from worldmill.tasks.dedup_report import plot_similarity, similarity_report
 
 EDGES = "dup_edges"
 NN_COL = "nn_similarity"
@@ -167,8 +166,8 @@ def _semantic(store: Store, a: np.ndarray, b: np.ndarray, cfg: DedupConfig) -> t
     has = np.array([x in text and y in text for x, y in zip(a, b, strict=True)], bool)
     sem = np.zeros(len(a), bool)
     if has.any():
-        at = _normalise(np.stack([text[x] for x in a[has]]))  # (P, Dt)
-        bt = _normalise(np.stack([text[y] for y in b[has]]))  # (P, Dt)
+        at = normalise(np.stack([text[x] for x in a[has]]))  # (P, Dt)
+        bt = normalise(np.stack([text[y] for y in b[has]]))  # (P, Dt)
         sem[has] = np.einsum("pd,pd->p", at, bt) > 1.0 - cfg.semantic_eps
     return a[sem], b[sem]
 
@@ -295,7 +294,7 @@ def _score_part(
     qrow, nrow = qrow[ok], nrow[ok]
     key = np.unique(np.minimum(qrow, nrow) * len(ids) + np.maximum(qrow, nrow))
     qrow, nrow = key // len(ids), key % len(ids)  # each pair once
-    vq, vn = _normalise(vis[qrow]), _normalise(vis[nrow])
+    vq, vn = normalise(vis[qrow]), normalise(vis[nrow])
     sim = np.einsum("pd,pd->p", vq, vn).astype(np.float64)  # (P,) exact cosine
     cur = np.where(np.isnan(nn), -np.inf, nn)
     np.maximum.at(cur, qrow, sim)

@@ -1,7 +1,8 @@
 """Real synthetic videos and real ffmpeg transforms for the embed/dedup tests.
 
-Imported by tests/tasks/test_embed.py and test_dedup.py. Every video is encoded with
-worldmill.synth.write_video and transformed with the ffmpeg binary on PATH; nothing is mocked.
+Imported by tests/tasks/test_embed.py and conftest.py (the dedup tests' ``corpus``). Every
+video is encoded with worldmill.synth.write_video and transformed with the ffmpeg binary on
+PATH; nothing is mocked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from worldmill.media import ffmpeg_bin
 from worldmill.synth import write_video
 
 W, H, FPS, SECONDS = 192, 108, 12.0, 2.0
+DUP_BASES = ("tex0", "shp0", "tex3")  # bases whose TRANSFORMS are written: the duplicate groups
 
 # ffmpeg -vf filters of the near-duplicate transforms (crop and scale keep even sizes).
 TRANSFORMS: dict[str, list[str]] = {
@@ -108,7 +110,7 @@ def transform(src: Path, dst: Path, args: list[str]) -> Path:
     return dst
 
 
-def make_corpus(root: Path, dup_bases: tuple[str, ...] = ("tex0", "shp0", "tex3")) -> dict:
+def make_corpus(root: Path, dup_bases: tuple[str, ...] = DUP_BASES) -> dict:
     """Write every base video, and all TRANSFORMS of ``dup_bases``.
 
     Returns ``{name: path}`` with names ``<base>`` and ``<base>.<transform>``.

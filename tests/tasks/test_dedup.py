@@ -1,4 +1,7 @@
-"""Dedup on real videos with real ffmpeg transforms, plus policy tests on constructed arrays."""
+"""Dedup on real videos with real ffmpeg transforms, plus policy tests on constructed arrays.
+
+The real-video ``corpus`` fixture is in tests/tasks/conftest.py (shared with
+test_dedup_report.py)."""
 
 from __future__ import annotations
 
@@ -7,32 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.tasks._dedup_corpus import TRANSFORMS, make_corpus
+from tests.tasks._dedup_corpus import DUP_BASES
 from worldmill.config import DedupConfig
-from worldmill.media import ClipView, probe
-from worldmill.tasks.dedup import (
-    find_duplicates,
-    plot_similarity,
-    resolve_pairs,
-    similarity_report,
-)
-from worldmill.tasks.embed import visual_descriptor
+from worldmill.tasks.dedup import find_duplicates, resolve_pairs
 
 CFG = DedupConfig()  # eps = 0.05
-DUP_BASES = ("tex0", "shp0", "tex3")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """ids, descriptors (N, 256) and ground-truth base of every clip."""
-    paths = make_corpus(tmp_path_factory.mktemp("dedup_corpus"), DUP_BASES)
-    ids, vecs, base = [], [], []
-    for name, p in paths.items():
-        info = probe(str(p))
-        vecs.append(visual_descriptor(ClipView(str(p), info.fps, info.width, info.height)))
-        ids.append(name.replace(".", "_"))
-        base.append(name.split(".")[0])
-    return ids, np.stack(vecs), base
 
 
 def _groups(ids, base):
@@ -168,27 +150,6 @@ def test_edge_cases():
     assert one.dup_of == {} and np.isnan(one.nn_similarity[0])
     with pytest.raises(ValueError):
         find_duplicates(["a", "a"], np.ones((2, 8)), np.ones(2), np.zeros(2, bool), CFG)
-
-
-def test_similarity_report_and_plot(corpus, tmp_path):
-    ids, vis, base = corpus
-    res = find_duplicates(ids, vis, np.ones(len(ids)), np.zeros(len(ids), bool), CFG)
-    grid = [0.01, 0.05, 0.1, 0.5, 0.99]
-    rep = similarity_report(res.nn_similarity, grid, visual=vis, eps=CFG.eps)
-    assert rep["n"] == len(ids)
-    assert sum(rep["histogram"]["counts"]) == len(ids)
-    assert len(rep["histogram"]["bin_edges"]) == len(rep["histogram"]["counts"]) + 1
-    removed = rep["fraction_removed"]
-    assert removed == sorted(removed)  # monotone in eps
-    # At eps = 0.05 exactly the transformed copies go: 3 bases x 4 transforms.
-    assert removed[1] == pytest.approx(len(DUP_BASES) * len(TRANSFORMS) / len(ids))
-    assert all(r <= w + 1e-9 for r, w in zip(removed, rep["fraction_with_neighbour"], strict=True))
-    png = plot_similarity(rep, str(tmp_path / "sim.png"))
-    data = open(png, "rb").read()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    rep2 = similarity_report(np.array([np.nan]), grid)  # a single clip: nothing to plot
-    assert rep2["fraction_removed"] is None and sum(rep2["histogram"]["counts"]) == 0
-    plot_similarity(rep2, str(tmp_path / "one.png"))
 
 
 def test_keep_best_order_source_pixels_then_bitrate_then_quality():

@@ -24,17 +24,13 @@ import pyarrow as pa
 from prefect import task
 
 from worldmill.config import TaxonomyConfig
+from worldmill.tasks.dedup import normalise
 
 MIN_SILHOUETTE = 0.1
 FIT_ROWS = 5000  # k-means is fitted on at most this many sampled rows (then all assigned)
 ASSIGN_CHUNK = 50_000  # rows per k-means assignment chunk (and per streamed read batch)
 SEP = " · "
 _TOKEN = r"(?u)\b[^\W\d_][^\W\d_]+\b"  # words of >= 2 letters, no digits
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _n_distinct(x: np.ndarray) -> int:
@@ -159,7 +155,7 @@ def build_taxonomy(
         raise ValueError(f"{n} ids but {len(captions)} captions")
     if n == 0:
         return {}
-    x = _normalise(np.asarray(text_emb).reshape(n, -1))  # (N, D)
+    x = normalise(np.asarray(text_emb).reshape(n, -1))  # (N, D)
     km = _fit_topics(x, n, cfg)
     raw = np.zeros(n, dtype=np.int64) if km is None else _assign(km, x)  # (N,)
     topics = _renumber(np.asarray(ids, dtype=str), raw)
@@ -218,14 +214,14 @@ def taxonomy_task(out: str, cfg: TaxonomyConfig) -> int:
     for batch, rows in _embedding_batches(store, where, row_of):
         sel = want[rows]
         if sel.any():
-            parts.update(zip(rows[sel].tolist(), _normalise(batch[sel]), strict=True))
+            parts.update(zip(rows[sel].tolist(), normalise(batch[sel]), strict=True))
     sample = np.stack([parts[r] for r in pick]) if parts else sample  # (S, 384)
     km = _fit_topics(sample, n, cfg)
     # Pass 2: assign every clip, batch by batch.
     raw = np.zeros(n, np.int64)
     if km is not None:
         for batch, rows in _embedding_batches(store, where, row_of):
-            raw[rows] = _assign(km, _normalise(batch))
+            raw[rows] = _assign(km, normalise(batch))
     topics = _renumber(ids, raw)
     captions = meta["caption"].fill_null("").to_pylist()
     names = topic_labels(captions, topics, cfg.labels_per_topic)

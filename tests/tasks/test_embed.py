@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.tasks._dedup_corpus import TRANSFORMS, make_corpus
+from tests.tasks._dedup_corpus import TRANSFORMS
 from worldmill.config import EmbedConfig
 from worldmill.media import ClipView, MediaError, probe
 from worldmill.records import Clip
@@ -18,9 +18,8 @@ def _view(path) -> ClipView:
 
 
 @pytest.fixture(scope="module")
-def descriptors(tmp_path_factory) -> dict[str, np.ndarray]:
-    corpus = make_corpus(tmp_path_factory.mktemp("embed_corpus"))
-    return {name: embed.visual_descriptor(_view(p)) for name, p in corpus.items()}
+def descriptors(corpus_descriptors) -> dict[str, np.ndarray]:
+    return corpus_descriptors  # tests/tasks/conftest.py: encoded and described once
 
 
 def test_descriptor_shape_and_norm(descriptors):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -41,6 +41,9 @@ from scipy.fft import dctn
 from worldmill.config import EmbedConfig
 from worldmill.media import ClipView
 from worldmill.records import Clip
+
+if TYPE_CHECKING:  # lancedb loads only where a store is used (not in stage workers)
+    from worldmill.store import Store
 
 STAGE_NAME = "visual_embed"
 
@@ -224,9 +227,8 @@ def embed_task(out: str, cfg: EmbedConfig) -> int:
     return n
 
 
-def embed_new_clips(store: Any, cfg: EmbedConfig) -> int:
-    """Caption embeddings for the clips of ``store`` (a :class:`~worldmill.store.Store`)
-    that have none yet; returns how many were embedded. What :func:`embed_task` does
+def embed_new_clips(store: Store, cfg: EmbedConfig) -> int:
+    """Caption embeddings for the clips of ``store`` that have none yet; returns how many were embedded. What :func:`embed_task` does
     before it sees to the index: the curate flow also calls it while the run's last videos
     are processed, on a core no video is waiting for."""
     rows = store.clip_rows(["clip_id", "caption"], where="embedding IS NULL")

@@ -63,9 +63,7 @@ def main(argv: list[str]) -> int:
     except MediaError as e:
         print(f"worldmill guard: cannot read {args.input}: {e}", file=sys.stderr)
         return 1
-    except OutputError as e:
-        if Path(args.out).is_file():  # whatever ffmpeg left there is not a guarded video
-            Path(args.out).unlink()
+    except OutputError as e:  # guard_video has removed any partial output
         print(f"worldmill guard: cannot write {args.out}: {e}", file=sys.stderr)
         return EXIT_OUTPUT
     text = json.dumps(report, indent=2)

@@ -228,7 +228,7 @@ def guard_video(src: str, dst: str, cfg: Guardrails | None = None, crf: int = 18
     were withheld: the audio is not checked, so it goes with its frames). Returns the
     report plus ``input``, ``output``, ``fps`` and ``audio`` (see :func:`mux_audio`).
     Raises :class:`worldmill.media.MediaError` on bad input and :class:`OutputError` when
-    ``dst`` cannot be written."""
+    ``dst`` cannot be written (then no partial ``dst`` file is left)."""
     from worldmill.media import decode_frames, even, probe
     from worldmill.synth import write_video
 
@@ -249,6 +249,10 @@ def guard_video(src: str, dst: str, cfg: Guardrails | None = None, crf: int = 18
         if info.has_audio:
             mute = withheld_ranges(report.get("withheld", []), fps)
             audio = mux_audio(video_only, src, dst, mute)
+    except OutputError:
+        if os.path.isfile(dst):  # whatever ffmpeg left there is not a guarded video
+            os.unlink(dst)
+        raise
     finally:
         if info.has_audio and os.path.exists(video_only):
             os.unlink(video_only)

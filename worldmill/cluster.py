@@ -4,11 +4,13 @@ are visible, or a plain LocalCluster. The same flow code scales from laptop to c
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import logging
 import os
 import shutil
 import subprocess
+from typing import Any
 
 from prefect_dask import DaskTaskRunner
 
@@ -64,7 +66,7 @@ def runner_spec(cfg: DaskConfig) -> dict:
             kwargs = {"dashboard_address": ":0"}
             if cfg.n_workers:
                 kwargs["n_workers"] = cfg.n_workers
-            return {"cluster_class": "dask_cuda.LocalCUDACluster", "cluster_kwargs": kwargs}
+            return _local("dask_cuda.LocalCUDACluster", kwargs, cfg.profile)
     n = cfg.n_workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
     kwargs = {
         "n_workers": n,
@@ -72,7 +74,31 @@ def runner_spec(cfg: DaskConfig) -> dict:
         "processes": processes,
         "dashboard_address": ":0",  # never collide with another cluster's dashboard port
     }
-    return {"cluster_class": "distributed.LocalCluster", "cluster_kwargs": kwargs}
+    return _local("distributed.LocalCluster", kwargs, cfg.profile)
+
+
+def _local(cls: str, kwargs: dict, profile: bool) -> dict:
+    """Runner arguments that start ``cls`` through :func:`local_cluster`."""
+    return {
+        "cluster_class": f"{__name__}.local_cluster",
+        "cluster_kwargs": {"cluster_class": cls, "worker_profile": profile, **kwargs},
+    }
+
+
+def local_cluster(cluster_class: str, worker_profile: bool = False, **kwargs: Any) -> Any:
+    """Start ``cluster_class`` (a qualified name: ``distributed.LocalCluster``,
+    ``dask_cuda.LocalCUDACluster``) with ``kwargs``, Dask's worker profiler on or off.
+
+    Workers read ``distributed.worker.profile.enabled`` when they are made: in this process
+    for thread workers, and from the config a nanny hands its worker process, which is
+    copied when the nanny is made. Both happen while the cluster starts, so the setting is
+    scoped to this cluster and the process's Dask config is left as it was."""
+    import dask
+
+    module, _, name = cluster_class.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    with dask.config.set({"distributed.worker.profile.enabled": worker_profile}):
+        return cls(**kwargs)
 
 
 def make_task_runner(cfg: DaskConfig) -> DaskTaskRunner:

@@ -291,8 +291,9 @@ def load_stages(specs: list[StageSpec]) -> list[Stage]:
 
 
 def run_stages(clip: Clip, view: ClipView, stages: list[Stage]) -> Clip:
-    """Run every stage on the clip, even after a rejection, so every clip gets all its
-    scores (reports and threshold tuning need the scores of rejected clips too)."""
+    """Run every stage on the clip, even after a rejection: the cheap filters score
+    rejected clips too (the report's histograms show them against each threshold). A costly
+    stage skips them itself (``only_kept`` of the text and caption stages)."""
     for stage in stages:
         clip = stage(clip, view)
     return clip

@@ -5,6 +5,7 @@ then a re-run that must add nothing."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tarfile
 from collections import Counter
@@ -166,6 +167,10 @@ def test_clips_table_schema_and_values(curated):
         assert "." not in c["clip_id"]
         assert (c["reject_reason"] == "") == c["kept"]
         assert c["end_s"] > c["start_s"]
+        # OCR reads every clip that reached the text stage still kept, and no other.
+        ocr_read = c["reject_reason"] in ("", "text", "duplicate", "transcode")
+        scored = c["text_score"] is not None and math.isfinite(c["text_score"])
+        assert scored == ocr_read, (c["reject_reason"], c["text_score"])
         if c["kept"]:
             assert os.path.exists(c["clip_uri"])
             assert c["caption"] and c["topic"] and c["cluster"] >= 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -173,6 +175,19 @@ def test_text_overlay_is_rejected_with_recognised_text(clips):
     assert clip.text_score > 0.05
     assert "SALE" in str(clip.extra["ocr_text"]).upper()
     assert clip.extra["n_text_boxes"] >= 1
+
+
+def test_text_stage_skips_a_clip_an_earlier_stage_rejected(clips):
+    """OCR cannot change a rejected clip's verdict: by default it is not read (score stays
+    NaN, the first reason stays); ``only_kept=False`` reads it all the same."""
+    clip, view = fresh(*clips["text"])
+    clip.reject("motion")
+    filter_text.run(clip, view)
+    assert clip.reject_reason == "motion" and math.isnan(clip.text_score)
+    assert "ocr_text" not in clip.extra
+    filter_text.run(clip, view, only_kept=False)
+    assert clip.reject_reason == "motion" and clip.text_score > 0.05
+    assert "SALE" in str(clip.extra["ocr_text"]).upper()
 
 
 @pytest.mark.parametrize("name", ["fast_pan", "slow_pan"])

@@ -3,6 +3,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from worldmill.cluster import runner_spec
 from worldmill.config import DaskConfig
 
@@ -19,10 +21,37 @@ def test_local_cluster_without_gpu(monkeypatch):
 
     cluster.visible_gpus.cache_clear()
     spec = runner_spec(DaskConfig(n_workers=2, processes="no"))
-    assert spec["cluster_class"] == "distributed.LocalCluster"
-    assert spec["cluster_kwargs"]["n_workers"] == 2 and spec["cluster_kwargs"]["processes"] is False
-    assert spec["cluster_kwargs"]["dashboard_address"] == ":0"
+    assert spec["cluster_class"] == "worldmill.cluster.local_cluster"
+    kw = spec["cluster_kwargs"]
+    assert kw["cluster_class"] == "distributed.LocalCluster" and kw["worker_profile"] is False
+    assert kw["n_workers"] == 2 and kw["processes"] is False
+    assert kw["dashboard_address"] == ":0"
+    assert runner_spec(DaskConfig(profile=True))["cluster_kwargs"]["worker_profile"] is True
     cluster.visible_gpus.cache_clear()
+
+
+def _profiling(dask_worker) -> bool:
+    return "profile" in dask_worker.periodic_callbacks
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_worker_profiler_follows_the_config_and_is_scoped_to_the_cluster(processes):
+    """The cluster a run starts has Dask's 10-ms stack sampler off unless ``dask.profile``
+    asks for it, for thread and process workers alike, and the process's own Dask config
+    is untouched afterwards."""
+    import dask
+    from distributed import Client
+
+    from worldmill.cluster import local_cluster
+
+    before = dask.config.get("distributed.worker.profile.enabled")
+    wanted = [False] if processes else [False, True]  # a process cluster costs seconds
+    for profile in wanted:
+        kw = {"n_workers": 1, "threads_per_worker": 1, "processes": processes}
+        with local_cluster("distributed.LocalCluster", profile, dashboard_address=":0", **kw) as c:
+            assert dask.config.get("distributed.worker.profile.enabled") == before
+            with Client(c) as client:
+                assert list(client.run(_profiling).values()) == [profile]
 
 
 def test_processes_follow_server(monkeypatch):

@@ -42,10 +42,15 @@ def scan_shards(out: Path, previous: dict[str, Any] | None = None) -> dict[str, 
         rel = tar.relative_to(out).as_posix()
         if rel.startswith(NV_META + "/"):
             continue
-        nbytes = tar.stat().st_size
+        st = tar.stat()
+        nbytes = st.st_size
         old = known.get(rel)
         idx_file = tar.with_name(tar.name + ".idx")
-        if old is not None and old.get("bytes") == nbytes and idx_file.is_file():
+        # Reused only when the tar kept its size and is no newer than its index: tars are
+        # padded to 10 KiB records, so a tar rewritten with different samples can keep its
+        # size, but not an mtime older than the index written after it.
+        idx_mtime = idx_file.stat().st_mtime_ns if idx_file.is_file() else -1
+        if old is not None and old.get("bytes") == nbytes and st.st_mtime_ns <= idx_mtime:
             shards.append(old)
             continue
         n, keys = write_tar_index(tar)  # also (re)creates a missing .tar.idx

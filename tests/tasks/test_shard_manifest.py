@@ -5,6 +5,7 @@ with the project's tar writer: the manifest, its reuse of unchanged shards, the 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -72,6 +73,27 @@ def test_rescan_reuses_unchanged_shards_and_reindexes_changed_ones(tmp_path):
     assert by_path[long["path"]]["n_samples"] == 2 and m["n_samples"] == 5
     assert by_path[short["path"]]["clip_ids"] == ["a", "b", "c"]
     assert (out / "16x9" / "short" / "run1-000000.tar.idx").is_file()
+
+
+def test_rescan_reindexes_a_tar_rewritten_with_the_same_size(tmp_path):
+    """Tars are padded to 10 KiB records: different samples can give the same size. A tar
+    newer than its index is read again all the same."""
+    out = _folder(tmp_path)
+    previous = scan_shards(out)
+    rel = "16x9/short/run1-000000.tar"
+    tar, idx = out / rel, out / (rel + ".idx")
+    size = tar.stat().st_size
+    _shard(tar, ["x", "y", "z"])  # same sample sizes, other keys
+    assert tar.stat().st_size == size
+    t = idx.stat().st_mtime_ns
+    os.utime(tar, ns=(t + 1000, t + 1000))  # written (1 us) after its index
+    m = scan_shards(out, previous)
+    entry = {s["path"]: s for s in m["shards"]}[rel]
+    assert entry["clip_ids"] == ["x", "y", "z"] and idx.stat().st_mtime_ns > t + 1000
+    # Indexed again, it is unchanged since: the next scan reuses its entry without reading it.
+    entry["clip_ids"] = ["kept-from-manifest"]
+    again = {s["path"]: s for s in scan_shards(out, m)["shards"]}
+    assert again[rel]["clip_ids"] == ["kept-from-manifest"]
 
 
 def test_energon_meta_lists_every_non_empty_shard_in_one_split(tmp_path):

@@ -14,8 +14,8 @@ number of confident boxes to ``extra["n_text_boxes"]``. A clip an earlier stage 
 not OCR'd (``only_kept``, as NeMo Curator's filters drop a clip for the stages after them):
 its text cannot change the verdict, and OCR is the costliest filter (on the long bench
 corpus, 40 of the 134 clips it used to read were already rejected). Its ``text_score``
-stays NaN. ``get_ocr()`` is the per-process
-cached engine the captioner reuses; ``ocr_frames()`` is the reusable OCR call.
+stays NaN. ``get_ocr()`` is the per-process cached engine the captioner reuses;
+``ocr_frames()`` is the reusable OCR call.
 """
 
 from __future__ import annotations

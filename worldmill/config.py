@@ -36,7 +36,7 @@ class DaskConfig(StrictModel):
     use_gpu: Literal["auto", "yes", "no"] = "auto"  # LocalCUDACluster when GPUs are visible
     # Dask's statistical profiler on the workers of a cluster this run starts (the
     # dashboard's Profile page). It walks every worker thread's stack every 10 ms, holding
-    # the GIL: about 1.5 CPU-s of a 60-s curate run on 2 cores. Off unless asked for; an
+    # the GIL: about 1 CPU-s of a 60-s curate run on 2 cores. Off unless asked for; an
     # existing cluster (``address``) keeps its own setting.
     profile: bool = False
 

@@ -4,7 +4,6 @@ are visible, or a plain LocalCluster. The same flow code scales from laptop to c
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
 import logging
 import os
@@ -94,9 +93,9 @@ def local_cluster(cluster_class: str, worker_profile: bool = False, **kwargs: An
     copied when the nanny is made. Both happen while the cluster starts, so the setting is
     scoped to this cluster and the process's Dask config is left as it was."""
     import dask
+    from prefect.utilities.importtools import from_qualified_name  # as DaskTaskRunner does
 
-    module, _, name = cluster_class.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    cls = from_qualified_name(cluster_class)
     with dask.config.set({"distributed.worker.profile.enabled": worker_profile}):
         return cls(**kwargs)
 

@@ -228,9 +228,10 @@ def embed_task(out: str, cfg: EmbedConfig) -> int:
 
 
 def embed_new_clips(store: Store, cfg: EmbedConfig) -> int:
-    """Caption embeddings for the clips of ``store`` that have none yet; returns how many were embedded. What :func:`embed_task` does
-    before it sees to the index: the curate flow also calls it while the run's last videos
-    are processed, on a core no video is waiting for."""
+    """Caption embeddings for the clips of ``store`` that have none yet; returns how many
+    were embedded. What :func:`embed_task` does before it sees to the index: the curate
+    flow also calls it while the run's last videos are processed, on a core no video is
+    waiting for."""
     rows = store.clip_rows(["clip_id", "caption"], where="embedding IS NULL")
     if rows:
         emb = embed_texts([r["caption"] or "" for r in rows], cfg)  # (N, 384)

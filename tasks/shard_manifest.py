@@ -49,7 +49,10 @@ def scan_shards(out: Path, previous: dict[str, Any] | None = None) -> dict[str, 
         # Reused only when the tar kept its size and is no newer than its index: tars are
         # padded to 10 KiB records, so a tar rewritten with different samples can keep its
         # size, but not an mtime older than the index written after it.
-        idx_mtime = idx_file.stat().st_mtime_ns if idx_file.is_file() else -1
+        try:
+            idx_mtime = idx_file.stat().st_mtime_ns
+        except FileNotFoundError:  # no index yet: the tar is read below
+            idx_mtime = -1
         if old is not None and old.get("bytes") == nbytes and st.st_mtime_ns <= idx_mtime:
             shards.append(old)
             continue
